@@ -1,0 +1,33 @@
+# One-command entry points. Everything installs into .venv with pinned versions (requirements.lock).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= config_miniset.yaml
+
+.PHONY: demo test bench clean-data help
+
+help:
+	@echo "make demo   - set up .venv and run the pipeline on the bundled sample ($(CONFIG))"
+	@echo "make test   - set up .venv and run the test suite"
+	@echo "make bench  - set up .venv and run the benchmarks (slow; see docs/benchmarks.md)"
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/imagerec --config $(CONFIG) index
+	$(BIN)/imagerec --config $(CONFIG) status
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_index.py
+
+clean-data:
+	rm -rf data/miniset

@@ -1,0 +1,157 @@
+"""Safe image loading: one file in, an RGB Pillow image out, or an ``ImageLoadError`` with a reason.
+
+Only formats on the allow-list reach a decoder; the pixel limit is enforced before decoding
+(Pillow's ``DecompressionBombWarning`` is an error here); truncated files are refused rather than
+padded (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set); JPEGs are decoded in the DCT domain at
+the smallest scale that still covers ``min_side``; EXIF orientation is applied; transparency is
+composited on white and 16-bit data is scaled, not clipped.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageLoadError
+
+# Skip reasons recorded in the store (stable strings: they are data).
+EMPTY_FILE = "empty_file"
+UNREADABLE = "unreadable"
+VANISHED = "vanished"
+NOT_REGULAR = "not_regular_file"
+FORMAT_NOT_ALLOWED = "format_not_allowed"
+UNIDENTIFIED = "unidentified"
+DECOMPRESSION_BOMB = "decompression_bomb"
+TRUNCATED = "truncated"
+CORRUPT = "corrupt"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSettings:
+    """How to load: the decoder allow-list, the pixel limit and the smallest side the features need."""
+
+    formats: tuple[str, ...]
+    max_pixels: int
+    min_side: int
+
+
+@dataclass(slots=True)
+class LoadedImage:
+    image: Image.Image  # RGB, possibly reduced by draft(); orientation applied
+    width: int  # original size, after EXIF orientation
+    height: int
+    format: str
+
+
+def load_image(path: str | bytes | os.PathLike, settings: LoadSettings, format_hint: str | None = None) -> LoadedImage:
+    """Open, verify and decode one image. Raises ``ImageLoadError`` with a reason tag on any failure."""
+    if format_hint is not None and format_hint not in settings.formats:
+        raise ImageLoadError(FORMAT_NOT_ALLOWED, f"{format_hint} is not in index.formats {list(settings.formats)}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ImageLoadError(VANISHED, "file disappeared before it could be read") from None
+    except OSError as exc:
+        raise ImageLoadError(UNREADABLE, exc.strerror or str(exc)) from None
+    with os.fdopen(fd, "rb") as fp:
+        st = os.fstat(fp.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageLoadError(NOT_REGULAR, "not a regular file")
+        if st.st_size == 0:
+            raise ImageLoadError(EMPTY_FILE, "file is empty")
+        return _decode(fp, settings)
+
+
+def _decode(fp, settings: LoadSettings) -> LoadedImage:
+    Image.init()  # register every plugin so the allow-list names resolve (idempotent)
+    Image.MAX_IMAGE_PIXELS = settings.max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the image itself may be fine
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(fp, formats=list(settings.formats))
+        except UnidentifiedImageError:
+            raise ImageLoadError(UNIDENTIFIED, f"not an image of an allowed format {list(settings.formats)}") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageLoadError(DECOMPRESSION_BOMB, f"{exc} (raise index.max_image_pixels to allow it)") from None
+        except Exception as exc:  # header parsers raise many types on hostile input
+            raise ImageLoadError(CORRUPT, _describe(exc)) from None
+        try:
+            with img:
+                fmt = img.format or "?"
+                if img.width * img.height > settings.max_pixels:  # formats that skip Pillow's own check
+                    raise ImageLoadError(DECOMPRESSION_BOMB, f"{img.width}x{img.height} pixels exceeds index.max_image_pixels")
+                full_size = img.size
+                if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
+                    img.draft(img.mode, (settings.min_side, settings.min_side))
+                img.load()
+                oriented = _apply_orientation(img)
+                rgb = _to_rgb(oriented)
+                width, height = _displayed_size(full_size, img.size, oriented.size)
+        except ImageLoadError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageLoadError(DECOMPRESSION_BOMB, str(exc)) from None
+        except MemoryError:
+            raise ImageLoadError(DECOMPRESSION_BOMB, "not enough memory to decode") from None
+        except OSError as exc:
+            reason = TRUNCATED if "truncated" in str(exc).lower() else CORRUPT
+            raise ImageLoadError(reason, _describe(exc)) from None
+        except Exception as exc:  # decoders raise ValueError, SyntaxError, struct.error, ...
+            raise ImageLoadError(CORRUPT, _describe(exc)) from None
+    return LoadedImage(rgb, width, height, fmt)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _apply_orientation(img: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not cost the image; keep it unrotated
+        return img
+
+
+def _displayed_size(full: tuple[int, int], decoded: tuple[int, int], oriented: tuple[int, int]) -> tuple[int, int]:
+    """Full-resolution size as displayed: swapped when the EXIF orientation turned the image by 90°."""
+    turned = oriented != decoded and oriented == (decoded[1], decoded[0])
+    return (full[1], full[0]) if turned else full
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_scale_to_uint8(np.asarray(img)), "L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Map 16/32-bit integer or float grey levels to 0..255 (scaling, not clipping)."""
+    if pixels.dtype.kind == "f":
+        lo, hi = float(np.nanmin(pixels)), float(np.nanmax(pixels))
+        scaled = (pixels - lo) / (hi - lo) if hi > lo else np.zeros_like(pixels)
+        return (np.nan_to_num(scaled) * 255).round().astype(np.uint8)
+    top = 65535 if pixels.max(initial=0) > 255 else 255
+    return (pixels.astype(np.float32) * (255.0 / top)).clip(0, 255).round().astype(np.uint8)
+
+
+def load_path(path: Path, settings: LoadSettings) -> LoadedImage:
+    """Load an image given as a user path (query images, tools): the format hint comes from its extension."""
+    from .scan import image_extensions
+
+    hint = image_extensions().get(path.suffix.lower())
+    return load_image(path, settings, hint)

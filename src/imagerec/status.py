@@ -1,0 +1,66 @@
+"""The ``status`` report: what the collection holds, read from the store and the artefacts beside it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .store import Store
+
+MODEL_ID_KEY = "model_id"
+
+
+def ann_metadata_path(config: Config) -> Path:
+    """Metadata written beside ``ann_hnsw.bin`` by ``build-ann`` (JSON: count, model_id, data_version...)."""
+    return config.output.ann_path.with_suffix(".json")
+
+
+@dataclass(frozen=True)
+class CollectionStatus:
+    images: int
+    skipped: int
+    skipped_by_reason: dict[str, int]
+    with_embedding: int
+    model_id: str | None
+    embeddings_by_model: dict[str, int]
+    ann: dict[str, Any] | None
+    db_path: str
+    db_size_bytes: int
+    schema_version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collection_status(config: Config) -> CollectionStatus:
+    """Read-only summary of ``config``'s collection."""
+    with Store(config.output.db_path, readonly=True) as store:
+        by_model = store.count_embeddings_by_model()
+        model_id = store.get_meta(MODEL_ID_KEY)
+        skipped = store.count_skipped_by_reason()
+        return CollectionStatus(
+            images=store.count_images(),
+            skipped=sum(skipped.values()),
+            skipped_by_reason=skipped,
+            with_embedding=by_model.get(model_id, 0) if model_id else 0,
+            model_id=model_id,
+            embeddings_by_model=by_model,
+            ann=_ann_state(config, store.data_version, model_id),
+            db_path=str(config.output.db_path),
+            db_size_bytes=store.file_size(),
+            schema_version=store.schema_version,
+        )
+
+
+def _ann_state(config: Config, data_version: int, model_id: str | None) -> dict[str, Any] | None:
+    if not config.output.ann_path.exists():
+        return None
+    try:
+        meta = json.loads(ann_metadata_path(config).read_text())
+    except (OSError, ValueError):
+        return {"path": str(config.output.ann_path), "state": "unreadable metadata: run 'build-ann' again"}
+    stale = meta.get("data_version") != data_version or meta.get("model_id") != model_id
+    return {"path": str(config.output.ann_path), "count": meta.get("count"), "state": "stale" if stale else "current"}

@@ -1,0 +1,409 @@
+"""SQLite storage for images, their features, embeddings and skip records.
+
+One file (``images.db``), WAL mode, every write batch in one ``BEGIN IMMEDIATE`` transaction, so a
+crash at any moment leaves each image with a complete row or none. The schema is versioned with
+``PRAGMA user_version`` and a list of small migrations; a database newer than the code is refused.
+
+Encodings: ``path`` is the path relative to the image root as raw bytes ('/'-separated, exactly what
+the file system returned, so non-UTF-8 names survive); vectors are little-endian float32 BLOBs; the
+64-bit dHash is stored as a signed INTEGER (see ``features.hash_to_int64``). Image ids come from
+``AUTOINCREMENT``: a path keeps its id while it exists, and ids of removed images are never reused.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StoreError
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one (``executescript`` would COMMIT the migration's transaction)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE images(
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            path BLOB NOT NULL UNIQUE,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            format TEXT NOT NULL,
+            histogram BLOB NOT NULL,
+            histogram_key TEXT NOT NULL,
+            dhash INTEGER NOT NULL,
+            indexed_at REAL NOT NULL
+        );
+        CREATE TABLE embeddings(
+            image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+            model_id TEXT NOT NULL,
+            vector BLOB NOT NULL
+        );
+        CREATE INDEX embeddings_by_model ON embeddings(model_id);
+        CREATE TABLE skipped(
+            path BLOB PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            recorded_at REAL NOT NULL
+        );
+        CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta(key, value) VALUES ('data_version', '0');
+        """
+    )
+
+
+#: Applied in order, each once; ``PRAGMA user_version`` counts how many have run.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """What the store knows about a path, for deciding whether to recompute."""
+
+    image_id: int
+    size: int
+    mtime_ns: int
+    histogram_key: str
+    model_id: str | None
+
+
+@dataclass(slots=True)
+class ImageRecord:
+    """A fully computed image, ready to write. ``embedding`` is None when no model is available."""
+
+    path: bytes
+    size: int
+    mtime_ns: int
+    width: int
+    height: int
+    format: str
+    histogram: np.ndarray
+    histogram_key: str
+    dhash: int  # signed int64
+    embedding: np.ndarray | None = None
+    model_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SkipRecord:
+    path: bytes
+    size: int
+    mtime_ns: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    inserted: int
+    updated: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """One image row with its features, as the query and tools read it."""
+
+    id: int
+    path: bytes
+    width: int
+    height: int
+    histogram: np.ndarray
+    dhash: int
+    embedding: np.ndarray | None
+
+
+class Store:
+    """Connection to ``images.db``. Use as a context manager or call ``close()``."""
+
+    def __init__(self, path: Path, *, readonly: bool = False, busy_timeout_s: float = 10.0):
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise StoreError(f"{self.path}: no database yet; run 'index' first")
+        try:
+            if not readonly:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
+            self._db = sqlite3.connect(uri, uri=readonly, isolation_level=None, timeout=busy_timeout_s, check_same_thread=False)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(readonly)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open database ({exc.strerror})") from None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- schema -----------------------------------------------------------------------------------
+
+    def _migrate(self, readonly: bool) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: database schema v{version} is newer than this imagerec understands "
+                f"(v{SCHEMA_VERSION}); upgrade imagerec or index into another output.dir"
+            )
+        if version < SCHEMA_VERSION and readonly:
+            raise StoreError(f"{self.path}: database schema v{version} needs upgrading; run 'index' once")
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction() as db:
+                MIGRATIONS[number](db)
+                db.execute(f"PRAGMA user_version = {number + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception, errors made readable."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+        try:
+            yield self._db
+        except BaseException as exc:
+            self._rollback()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(_explain(self.path, exc)) from None
+            raise
+        else:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
+                raise StoreError(_explain(self.path, exc)) from None
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+            self._db.execute("ROLLBACK")
+
+    # -- meta -------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    @property
+    def data_version(self) -> int:
+        """Incremented by every committed change to images or embeddings (ANN staleness check)."""
+        return int(self.get_meta("data_version") or 0)
+
+    # -- incremental indexing ---------------------------------------------------------------------
+
+    def lookup(self, paths: Sequence[bytes]) -> dict[bytes, StoredState]:
+        """Stored state of those of ``paths`` that have an image row."""
+        if not paths:
+            return {}
+        marks = ",".join("?" * len(paths))
+        rows = self._db.execute(
+            f"SELECT i.path, i.id, i.size, i.mtime_ns, i.histogram_key, e.model_id FROM images i "
+            f"LEFT JOIN embeddings e ON e.image_id = i.id WHERE i.path IN ({marks})",
+            list(paths),
+        )
+        return {row[0]: StoredState(*row[1:]) for row in rows}
+
+    def lookup_skipped(self, paths: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
+        """(size, mtime_ns) of those of ``paths`` recorded as skipped."""
+        if not paths:
+            return {}
+        marks = ",".join("?" * len(paths))
+        rows = self._db.execute(f"SELECT path, size, mtime_ns FROM skipped WHERE path IN ({marks})", list(paths))
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    def begin_scan(self) -> None:
+        """Start tracking which paths a scan saw (a temp table, so memory stays flat)."""
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS seen(path BLOB PRIMARY KEY)")
+        self._db.execute("DELETE FROM temp.seen")
+
+    def mark_seen(self, paths: Iterable[bytes]) -> None:
+        self._db.executemany("INSERT OR IGNORE INTO temp.seen(path) VALUES (?)", ((p,) for p in paths))
+
+    def remove_unseen(self) -> int:
+        """After a complete scan: delete images and skip records whose files are gone. Returns images removed."""
+        with self.transaction() as db:
+            removed = db.execute("DELETE FROM images WHERE path NOT IN (SELECT path FROM temp.seen)").rowcount
+            db.execute("DELETE FROM skipped WHERE path NOT IN (SELECT path FROM temp.seen)")
+            if removed:
+                self._bump_version(db)
+        return removed
+
+    def write_batch(
+        self,
+        records: Sequence[ImageRecord] = (),
+        skips: Sequence[SkipRecord] = (),
+        embeddings: Sequence[tuple[int, np.ndarray, str]] = (),
+    ) -> WriteResult:
+        """Write new/changed images, skip records and embeddings of existing images in one transaction."""
+        now = time.time()
+        inserted = updated = 0
+        with self.transaction() as db:
+            for rec in records:
+                existed = db.execute("SELECT id FROM images WHERE path = ?", (rec.path,)).fetchone()
+                image_id = db.execute(
+                    "INSERT INTO images(path, size, mtime_ns, width, height, format, histogram, histogram_key, dhash, indexed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                    "size = excluded.size, mtime_ns = excluded.mtime_ns, width = excluded.width, height = excluded.height, "
+                    "format = excluded.format, histogram = excluded.histogram, histogram_key = excluded.histogram_key, "
+                    "dhash = excluded.dhash, indexed_at = excluded.indexed_at RETURNING id",
+                    (rec.path, rec.size, rec.mtime_ns, rec.width, rec.height, rec.format,
+                     _blob(rec.histogram), rec.histogram_key, rec.dhash, now),
+                ).fetchone()[0]
+                if existed:
+                    updated += 1
+                else:
+                    inserted += 1
+                if rec.embedding is not None and rec.model_id is not None:
+                    _put_embedding(db, image_id, rec.embedding, rec.model_id)
+                else:  # the file changed and no model is at hand: an old embedding would be wrong
+                    db.execute("DELETE FROM embeddings WHERE image_id = ?", (image_id,))
+            if records:
+                db.executemany("DELETE FROM skipped WHERE path = ?", ((r.path,) for r in records))
+            for image_id, vector, model_id in embeddings:
+                _put_embedding(db, image_id, vector, model_id)
+            for skip in skips:
+                db.execute("DELETE FROM images WHERE path = ?", (skip.path,))
+                db.execute(
+                    "INSERT INTO skipped(path, size, mtime_ns, reason, detail, recorded_at) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                    "reason = excluded.reason, detail = excluded.detail, recorded_at = excluded.recorded_at",
+                    (skip.path, skip.size, skip.mtime_ns, skip.reason, skip.detail, now),
+                )
+            if records or embeddings or skips:
+                self._bump_version(db)
+        return WriteResult(inserted, updated)
+
+    @staticmethod
+    def _bump_version(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'data_version'")
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def count_images(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+    def count_embeddings_by_model(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT model_id, COUNT(*) FROM embeddings GROUP BY model_id ORDER BY COUNT(*) DESC")
+        return {model_id: count for model_id, count in rows}
+
+    def count_skipped_by_reason(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT reason, COUNT(*) FROM skipped GROUP BY reason ORDER BY COUNT(*) DESC, reason")
+        return {reason: count for reason, count in rows}
+
+    def iter_skipped(self) -> Iterator[tuple[bytes, str, str]]:
+        """(path, reason, detail) of every skipped file, ordered by path."""
+        yield from self._db.execute("SELECT path, reason, detail FROM skipped ORDER BY path")
+
+    def max_image_id(self) -> int:
+        return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM images").fetchone()[0]
+
+    def get_images(self, ids: Sequence[int], model_id: str | None = None) -> list[StoredImage]:
+        """Rows for ``ids`` (missing ids are left out), with the embedding of ``model_id`` if given."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(
+            f"SELECT i.id, i.path, i.width, i.height, i.histogram, i.dhash, e.vector FROM images i "
+            f"LEFT JOIN embeddings e ON e.image_id = i.id AND e.model_id IS ? WHERE i.id IN ({marks})",
+            [model_id, *ids],
+        )
+        return [
+            StoredImage(r[0], r[1], r[2], r[3], _vector(r[4]), r[5], None if r[6] is None else _vector(r[6]))
+            for r in rows
+        ]
+
+    def find_by_path(self, rel_path: bytes) -> int | None:
+        row = self._db.execute("SELECT id FROM images WHERE path = ?", (rel_path,)).fetchone()
+        return row[0] if row else None
+
+    def iter_embeddings(self, model_id: str, chunk_size: int = 10_000, after_id: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids int64, vectors float32 (n, d)) chunks in id order, ``chunk_size`` rows at a time."""
+        last = after_id
+        while True:
+            rows = self._db.execute(
+                "SELECT image_id, vector FROM embeddings WHERE model_id = ? AND image_id > ? ORDER BY image_id LIMIT ?",
+                (model_id, last, chunk_size),
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+            last = int(ids[-1])
+            yield ids, vectors
+
+    def integrity_check(self) -> str:
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def file_size(self) -> int:
+        """Bytes on disk, WAL included."""
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def _vector(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")
+
+
+def _put_embedding(db: sqlite3.Connection, image_id: int, vector: np.ndarray, model_id: str) -> None:
+    db.execute(
+        "INSERT INTO embeddings(image_id, model_id, vector) VALUES (?, ?, ?) "
+        "ON CONFLICT(image_id) DO UPDATE SET model_id = excluded.model_id, vector = excluded.vector",
+        (image_id, model_id, _blob(vector)),
+    )
+
+
+def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"{path}: database is locked by another imagerec process; wait for it to finish (or stop it) and retry"
+    if "full" in text:
+        return f"{path}: disk is full; nothing from the failed batch was written. Free space and re-run to resume"
+    if "not a database" in text or "malformed" in text:
+        return f"{path}: not a valid imagerec database ({text}); move it away and re-run 'index'"
+    if "readonly" in text or "read-only" in text:
+        return f"{path}: database is read-only; check the permissions of {path.parent}"
+    return f"{path}: database error: {text}"
+
+
+def display_path(rel_path: bytes) -> str:
+    """A printable form of a stored path (undecodable bytes shown as \\x escapes)."""
+    return rel_path.decode("utf-8", errors="backslashreplace")
+
+
+def absolute_path(image_root: Path, rel_path: bytes) -> bytes:
+    return os.path.join(os.fsencode(image_root), rel_path)
