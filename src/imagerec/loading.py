@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
 
@@ -59,12 +59,16 @@ def load_image(path: str | bytes | os.PathLike, settings: LoadSettings, format_h
         raise ImageLoadError(VANISHED, "file disappeared before it could be read") from None
     except OSError as exc:
         raise ImageLoadError(UNREADABLE, exc.strerror or str(exc)) from None
-    with os.fdopen(fd, "rb") as fp:
-        st = os.fstat(fp.fileno())
+    try:  # checked before fdopen, which raises IsADirectoryError for a folder
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ImageLoadError(NOT_REGULAR, "not a regular file")
         if st.st_size == 0:
             raise ImageLoadError(EMPTY_FILE, "file is empty")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fp:
         return _decode(fp, settings)
 
 
@@ -81,7 +85,7 @@ def _decode(fp, settings: LoadSettings) -> LoadedImage:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageLoadError(DECOMPRESSION_BOMB, f"{exc} (raise index.max_image_pixels to allow it)") from None
         except Exception as exc:  # header parsers raise many types on hostile input
-            raise ImageLoadError(CORRUPT, _describe(exc)) from None
+            raise ImageLoadError(_failure_reason(exc), _describe(exc)) from None
         try:
             with img:
                 fmt = img.format or "?"
@@ -91,9 +95,9 @@ def _decode(fp, settings: LoadSettings) -> LoadedImage:
                 if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
                     img.draft(img.mode, (settings.min_side, settings.min_side))
                 img.load()
-                oriented = _apply_orientation(img)
+                oriented, turned = _apply_orientation(img)
                 rgb = _to_rgb(oriented)
-                width, height = _displayed_size(full_size, img.size, oriented.size)
+                width, height = (full_size[1], full_size[0]) if turned else full_size
         except ImageLoadError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -101,33 +105,36 @@ def _decode(fp, settings: LoadSettings) -> LoadedImage:
         except MemoryError:
             raise ImageLoadError(DECOMPRESSION_BOMB, "not enough memory to decode") from None
         except OSError as exc:
-            reason = TRUNCATED if "truncated" in str(exc).lower() else CORRUPT
-            raise ImageLoadError(reason, _describe(exc)) from None
+            raise ImageLoadError(_failure_reason(exc), _describe(exc)) from None
         except Exception as exc:  # decoders raise ValueError, SyntaxError, struct.error, ...
             raise ImageLoadError(CORRUPT, _describe(exc)) from None
     return LoadedImage(rgb, width, height, fmt)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """TRUNCATED for Pillow's truncation errors (raised on open for a header cut short), else CORRUPT."""
+    return TRUNCATED if isinstance(exc, OSError) and "truncated" in str(exc).lower() else CORRUPT
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def _apply_orientation(img: Image.Image) -> Image.Image:
+def _apply_orientation(img: Image.Image) -> tuple[Image.Image, bool]:
+    """The image as displayed, and whether EXIF orientation turned it by 90° (so the full size swaps).
+
+    The turn is read from the tag, not from the shapes: draft() can decode a near-square JPEG square.
+    """
     try:
-        return ImageOps.exif_transpose(img)
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)  # the value exif_transpose uses
+        return ImageOps.exif_transpose(img), orientation in (5, 6, 7, 8)
     except Exception:  # a broken EXIF block must not cost the image; keep it unrotated
-        return img
-
-
-def _displayed_size(full: tuple[int, int], decoded: tuple[int, int], oriented: tuple[int, int]) -> tuple[int, int]:
-    """Full-resolution size as displayed: swapped when the EXIF orientation turned the image by 90°."""
-    turned = oriented != decoded and oriented == (decoded[1], decoded[0])
-    return (full[1], full[0]) if turned else full
+        return img, False
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in img.info:  # an RGB PNG's tRNS colour key is transparency too
         return img
     if mode.startswith("I") or mode == "F":
         return Image.fromarray(_scale_to_uint8(np.asarray(img)), "L").convert("RGB")
@@ -145,7 +152,8 @@ def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
         lo, hi = float(np.nanmin(pixels)), float(np.nanmax(pixels))
         scaled = (pixels - lo) / (hi - lo) if hi > lo else np.zeros_like(pixels)
         return (np.nan_to_num(scaled) * 255).round().astype(np.uint8)
-    top = 65535 if pixels.max(initial=0) > 255 else 255
+    # 16-bit containers are always 0..65535 (a dark image is not 8-bit); 32-bit "I" data is guessed from its range
+    top = 65535 if pixels.dtype.itemsize == 2 or pixels.max(initial=0) > 255 else 255
     return (pixels.astype(np.float32) * (255.0 / top)).clip(0, 255).round().astype(np.uint8)
 
 

@@ -62,6 +62,9 @@ def _as_uint64(value: np.ndarray | int) -> np.ndarray:
     if isinstance(value, (int, np.integer)):
         return np.array(int(value) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
     array = np.asarray(value)
+    if array.dtype.kind not in "iu":  # a list of Python ints ≥ 2**63 mixed with others is float64/object: keep exact
+        exact = np.frompyfunc(lambda v: int(v) & 0xFFFFFFFFFFFFFFFF, 1, 1)(np.asarray(value, dtype=object))
+        array = np.asarray(exact, dtype=np.uint64)
     return array.view(np.uint64) if array.dtype == np.int64 else array.astype(np.uint64)
 
 
