@@ -22,6 +22,7 @@ _LAZY = {
     "index": ("indexer", "index_collection"),
     "IndexSummary": ("indexer", "IndexSummary"),
     "status": ("status", "collection_status"),
+    "train_embeddings": ("train", "train_embeddings"),
     "write_random_model": ("model", "write_random_model"),
     "load_model": ("model", "load_model"),
     "ImagerecError": ("errors", "ImagerecError"),
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .indexer import index_collection as index
     from .model import load_model, write_random_model
     from .status import collection_status as status
+    from .train import train_embeddings
 
 
 def __getattr__(name: str) -> Any:

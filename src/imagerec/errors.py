@@ -39,3 +39,7 @@ class Interrupted(ImagerecError):
     """The user interrupted a long run; finished work was committed."""
 
     exit_code = 130
+
+
+class TrainError(ImagerecError):
+    """Training cannot start or continue (too few images, incompatible checkpoint...)."""

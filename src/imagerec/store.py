@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -140,17 +141,24 @@ class Store:
         try:
             if not readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            uri = f"file:{self.path}?mode=ro" if readonly else str(self.path)
+            # percent-encode: a '?', '#' or '%' in the path would otherwise be read as URI syntax
+            uri = f"file:{urllib.parse.quote(os.fsencode(self.path))}?mode=ro" if readonly else str(self.path)
             self._db = sqlite3.connect(uri, uri=readonly, isolation_level=None, timeout=busy_timeout_s, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open database ({exc.strerror})") from None
+        try:
             self._db.execute("PRAGMA foreign_keys = ON")
             if not readonly:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate(readonly)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(_explain(self.path, exc)) from None
-        except OSError as exc:
-            raise StoreError(f"{self.path}: cannot open database ({exc.strerror})") from None
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(_explain(self.path, exc)) from None
+            raise
 
     def __enter__(self) -> "Store":
         return self
@@ -370,6 +378,59 @@ class Store:
         """Bytes on disk, WAL included."""
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
 
+    # -- ANN index and query (issue 4) ------------------------------------------------------------
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Every read inside sees one committed state of the database (a WAL read transaction)."""
+        self._db.execute("BEGIN DEFERRED")
+        try:
+            yield
+        finally:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+
+    def embedding_ids(self, model_id: str) -> np.ndarray:
+        """Ids (int64, ascending) of every image with an embedding of ``model_id``."""
+        rows = self._db.execute("SELECT image_id FROM embeddings WHERE model_id = ? ORDER BY image_id", (model_id,))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def ids_indexed_since(self, model_id: str, since: float) -> np.ndarray:
+        """Ids of images (with a ``model_id`` embedding) whose row was written at or after unix time ``since``."""
+        rows = self._db.execute(
+            "SELECT i.id FROM images i JOIN embeddings e ON e.image_id = i.id WHERE e.model_id = ? AND i.indexed_at >= ? ORDER BY i.id",
+            (model_id, since),
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def get_features(self, ids: Sequence[int], model_id: str) -> "FeatureRows":
+        """Features of those ``ids`` that exist and have a ``model_id`` embedding, as arrays in id order."""
+        unique = sorted({int(i) for i in ids})
+        parts = []
+        for start in range(0, len(unique), 10_000):
+            chunk = unique[start : start + 10_000]
+            marks = ",".join("?" * len(chunk))
+            parts.append(self._db.execute(
+                f"SELECT i.id, i.path, i.histogram, i.dhash, e.vector FROM images i JOIN embeddings e ON e.image_id = i.id "
+                f"WHERE e.model_id = ? AND i.id IN ({marks}) ORDER BY i.id",
+                [model_id, *chunk],
+            ).fetchall())
+        return FeatureRows.from_rows([row for part in parts for row in part])
+
+    def iter_features(self, model_id: str, chunk_size: int = 10_000, after_id: int = 0) -> Iterator["FeatureRows"]:
+        """All images with a ``model_id`` embedding, ``chunk_size`` rows at a time, in id order."""
+        last = after_id
+        while True:
+            rows = self._db.execute(
+                "SELECT i.id, i.path, i.histogram, i.dhash, e.vector FROM images i JOIN embeddings e ON e.image_id = i.id "
+                "WHERE e.model_id = ? AND i.id > ? ORDER BY i.id LIMIT ?",
+                (model_id, last, chunk_size),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield FeatureRows.from_rows(rows)
+
 
 def _blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
@@ -407,3 +468,30 @@ def display_path(rel_path: bytes) -> str:
 
 def absolute_path(image_root: Path, rel_path: bytes) -> bytes:
     return os.path.join(os.fsencode(image_root), rel_path)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRows:
+    """Features of many images as arrays (row i belongs to ``ids[i]``); what re-ranking consumes."""
+
+    ids: np.ndarray  # int64 (n,)
+    paths: list[bytes]
+    embeddings: np.ndarray  # float32 (n, d)
+    histograms: np.ndarray  # float32 (n, bins**3)
+    dhashes: np.ndarray  # int64 (n,), signed form of the 64-bit dHash
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple]) -> "FeatureRows":
+        """From (id, path, histogram blob, dhash, vector blob) rows."""
+        n = len(rows)
+        if n == 0:
+            empty = np.zeros((0, 0), dtype=np.float32)
+            return cls(np.zeros(0, np.int64), [], empty, empty, np.zeros(0, np.int64))
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+        hists = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(n, -1)
+        hashes = np.fromiter((r[3] for r in rows), dtype=np.int64, count=n)
+        vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype="<f4").reshape(n, -1)
+        return cls(ids, [r[1] for r in rows], vectors, hists, hashes)

@@ -1,0 +1,79 @@
+"""NT-Xent against hand arithmetic and a plain loop; projection head shapes; argument checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from imagerec.simclr import NTXentLoss, ProjectionHead
+
+
+def test_ntxent_matches_hand_computed_value():
+    # Views a=(1,0), b=(0,1) and their partners a'=(3,4)/5=(0.6,0.8), b'=(0,2)/2=(0,1); tau=0.5, so
+    # logit = cosine / 0.5 = 2 * cosine. Cosines: a.b=0, a.a'=0.6, a.b'=0, b.a'=0.8, b.b'=1, a'.b'=0.8.
+    # loss(anchor) = -positive_logit + log(sum of exp(logits) over the 3 other vectors):
+    #   a : -1.2 + log(e^0 + e^1.2 + e^0)     = log(2 + e^1.2) - 1.2       = 0.471495
+    #   b : -2.0 + log(e^0 + e^1.6 + e^2)     = log(1 + e^1.6 + e^2) - 2   = 0.590924
+    #   a': -1.2 + log(e^1.2 + e^1.6 + e^1.6) = log(e^1.2 + 2e^1.6) - 1.2  = 1.382198
+    #   b': -2.0 + log(e^0 + e^2 + e^1.6)     = same as b                  = 0.590924
+    # mean = 3.035540 / 4 = 0.758885
+    e = math.exp
+    by_hand = (
+        (math.log(2 + e(1.2)) - 1.2)
+        + 2 * (math.log(1 + e(1.6) + e(2.0)) - 2.0)
+        + (math.log(e(1.2) + 2 * e(1.6)) - 1.2)
+    ) / 4
+    assert by_hand == pytest.approx(0.758885, abs=1e-6)
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    z2 = torch.tensor([[3.0, 4.0], [0.0, 2.0]])  # not unit length: the loss normalises
+    assert NTXentLoss(temperature=0.5)(z1, z2).item() == pytest.approx(by_hand, abs=1e-6)
+
+
+def _loop_ntxent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:
+    """The SimCLR definition written out one anchor at a time."""
+    z = [F.normalize(v, dim=0) for v in torch.cat([z1, z2]).double()]
+    n = len(z1)
+    total = 0.0
+    for i in range(2 * n):
+        positive = (i + n) % (2 * n)
+        denominator = sum(math.exp(float(z[i] @ z[k]) / tau) for k in range(2 * n) if k != i)
+        total += -math.log(math.exp(float(z[i] @ z[positive]) / tau) / denominator)
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.2, 0.5, 1.0])
+def test_ntxent_matches_loop_implementation(tau):
+    gen = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(7, 16, generator=gen), torch.randn(7, 16, generator=gen)
+    assert NTXentLoss(tau)(z1, z2).item() == pytest.approx(_loop_ntxent(z1, z2, tau), rel=1e-5)
+
+
+def test_ntxent_gradient_flows_and_perfect_pairs_score_lower():
+    z = torch.randn(8, 32, requires_grad=True)
+    loss_same = NTXentLoss(0.2)(z, z)
+    loss_same.backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+    assert loss_same.item() < NTXentLoss(0.2)(z.detach(), torch.randn(8, 32)).item()
+
+
+@pytest.mark.parametrize("tau", [0.0, -0.5, float("nan"), 1e-5])
+def test_ntxent_rejects_bad_temperature(tau):
+    with pytest.raises(ValueError, match="temperature"):
+        NTXentLoss(tau)
+
+
+def test_ntxent_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        NTXentLoss()(torch.randn(4, 8), torch.randn(5, 8))
+    with pytest.raises(ValueError, match="at least 2"):
+        NTXentLoss()(torch.randn(1, 8), torch.randn(1, 8))
+
+
+def test_projection_head_shapes():
+    head = ProjectionHead()
+    assert head(torch.randn(4, 512)).shape == (4, 128)
+    with pytest.raises(ValueError):
+        ProjectionHead(512, 0, 128)
