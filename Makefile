@@ -18,9 +18,16 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+DEMO_QUERY ?= sample/caltech101-mini/Leopards/image_0002.jpg
+
 demo: $(STAMP)
 	$(BIN)/imagerec --config $(CONFIG) index
+	$(BIN)/imagerec --config $(CONFIG) train-embeddings
+	$(BIN)/imagerec --config $(CONFIG) index
+	$(BIN)/imagerec --config $(CONFIG) build-ann
+	$(BIN)/imagerec --config $(CONFIG) query --image $(DEMO_QUERY) --top-k 10 --output data/miniset/demo_query.png
 	$(BIN)/imagerec --config $(CONFIG) status
+	@echo "contact sheet: data/miniset/demo_query.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

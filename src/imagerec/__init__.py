@@ -23,6 +23,11 @@ _LAZY = {
     "IndexSummary": ("indexer", "IndexSummary"),
     "status": ("status", "collection_status"),
     "train_embeddings": ("train", "train_embeddings"),
+    "build_ann": ("ann", "build_ann"),
+    "load_ann": ("ann", "load_ann"),
+    "Recommender": ("query", "Recommender"),
+    "run_query": ("query", "run_query"),
+    "Weights": ("query", "Weights"),
     "write_random_model": ("model", "write_random_model"),
     "load_model": ("model", "load_model"),
     "ImagerecError": ("errors", "ImagerecError"),
@@ -36,6 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .indexer import IndexSummary
     from .indexer import index_collection as index
     from .model import load_model, write_random_model
+    from .ann import build_ann, load_ann
+    from .query import Recommender, Weights, run_query
     from .status import collection_status as status
     from .train import train_embeddings
 

@@ -24,6 +24,9 @@ def _handle_errors(func):
         except ImagerecError as exc:
             click.secho(f"error: {exc}", err=True, fg="red")
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # before a command's own handling starts (imports, model loading)
+            click.secho("interrupted before any work was done.", err=True, fg="yellow")
+            sys.exit(130)
 
     return wrapper
 
@@ -103,6 +106,42 @@ def status(ctx, as_json: bool) -> None:
     click.echo(f"ANN index     {ann}")
 
 
+@cli.command("train-embeddings")
+@click.option("--epochs", type=click.IntRange(min=1), help="Total epochs (train.epochs); with --resume, training runs up to this many.")
+@click.option("--batch-size", type=click.IntRange(min=2), help="Images per step (train.batch_size).")
+@click.option("--image-size", type=click.IntRange(16, 512), help="Input size in pixels (train.image_size).")
+@click.option("--max-images", type=click.IntRange(min=2), help="Train on at most this many images (train.max_images).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train (runtime.device).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads on CPU (runtime.threads).")
+@click.option("--resume", is_flag=True, help="Continue from output.dir/checkpoints/checkpoint.pt.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+@_handle_errors
+def train_embeddings_command(ctx, epochs, batch_size, image_size, max_images, device, threads, resume, quiet) -> None:
+    """Train the embedding model (SimCLR, ResNet-18) on images under data.image_root.
+
+    Writes the best backbone to output.dir/embedding_model.pt, a checkpoint every epoch to
+    output.dir/checkpoints/, and one line per epoch to output.dir/train_log.jsonl. Ctrl-C saves a
+    checkpoint and stops; run again with --resume to continue. Run 'index' afterwards to embed.
+    """
+    from .train import train_embeddings
+
+    config = _config(ctx).with_overrides({
+        "train.epochs": epochs, "train.batch_size": batch_size, "train.image_size": image_size,
+        "train.max_images": max_images, "runtime.device": device, "runtime.threads": threads,
+    })
+    summary = train_embeddings(config, resume=resume, progress=not quiet and sys.stderr.isatty(), log=click.echo)
+    best = "n/a" if summary.best_value is None else f"{summary.best_value:.4f}"
+    click.echo(f"trained {summary.epochs_done}/{summary.epochs} epochs on {summary.train_images} images "
+               f"({summary.val_images} for validation) in {summary.wall_s:.1f} s; "
+               f"best {summary.best_metric} {best} at epoch {summary.best_epoch}")
+    if summary.model_id:
+        click.echo(f"model {summary.model_id} written to {summary.model_path}; run 'index' to embed with it")
+    if summary.interrupted:
+        click.secho("interrupted: checkpoint saved; run 'train-embeddings --resume' to continue.", err=True, fg="yellow")
+        sys.exit(130)
+
+
 def _format_summary(s) -> str:
     skipped = sum(s.skipped.values())
     reasons = ", ".join(f"{n} {r}" for r, n in s.skipped.most_common())
@@ -140,6 +179,136 @@ def _tqdm_progress(total: int):
             self.bar.close()
 
     return _Bar()
+
+
+@cli.command("build-ann")
+@click.option("--threads", type=click.IntRange(min=1), help="Build threads (ann.threads; default CPU count).")
+@click.pass_context
+@_handle_errors
+def build_ann_command(ctx, threads) -> None:
+    """Build the HNSW index (output.dir/ann_hnsw.bin + ann_hnsw.json) over all stored embeddings.
+
+    The previous index stays usable until the new one is completely written.
+    """
+    from .ann import build_ann
+
+    config = _config(ctx).with_overrides({"ann.threads": threads})
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(unit="vec", dynamic_ncols=True, desc="build-ann")
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        summary = build_ann(config, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    m = summary.metadata
+    click.echo(f"built {summary.path}: {m.count} images, dim {m.dim}, model {m.model_id}, "
+               f"M={m.params['M']} ef_construction={m.params['ef_construction']} ef_search={m.params['ef_search']}, "
+               f"{m.file_size / 1e6:.1f} MB in {summary.elapsed_s:.1f} s")
+
+
+@cli.command()
+@click.option("--image", "images", multiple=True, metavar="PATH", help="Query image file (repeat, or list several paths).")
+@click.option("--id", "ids", multiple=True, type=int, metavar="N", help="Query by image id (repeatable).")
+@click.argument("more_images", nargs=-1, metavar="[PATH]...")
+@click.option("--top-k", type=int, help="Number of results (query.top_k).")
+@click.option("--w-embedding", type=float, help="Weight of embedding cosine (query.w_embedding).")
+@click.option("--w-color", type=float, help="Weight of colour-histogram similarity (query.w_color).")
+@click.option("--w-phash", type=float, help="Weight of dHash similarity (query.w_phash).")
+@click.option("--include-query", is_flag=True, help="Keep the query images themselves in the results.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write a contact sheet PNG here.")
+@click.pass_context
+@_handle_errors
+def query(ctx, images, ids, more_images, top_k, w_embedding, w_color, w_phash, include_query, as_json, output) -> None:
+    """Find images similar to --image PATH [PATH ...] and/or --id N.
+
+    Candidates come from the ANN index and are re-scored with embedding cosine, colour-histogram
+    (Bhattacharyya) and dHash similarity; the fused score is their weighted sum (weights normalised to
+    sum 1), averaged over several query images.
+    """
+    from .query import Weights, run_query
+
+    config = _config(ctx)
+    weights = Weights.from_config(config, w_embedding, w_color, w_phash)
+    response = run_query(config, images=[*images, *more_images], ids=ids, top_k=top_k, weights=weights,
+                         include_query=include_query)
+    for notice in response.notices:
+        click.secho(f"note: {notice}", err=True, fg="yellow")
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in response.results], indent=2))
+    else:
+        click.echo(_format_results(response))
+    if output is not None:
+        from .render import render_contact_sheet
+
+        path = render_contact_sheet(response, config, output)
+        click.echo(f"contact sheet written to {path}", err=as_json)
+
+
+def _format_results(response) -> str:
+    w = response.weights
+    lines = [f"query: {', '.join(q.label for q in response.queries)}  (weights embedding {w.embedding:.2f}, "
+             f"color {w.color:.2f}, phash {w.phash:.2f}; {response.candidates} candidates re-ranked)",
+             f"{'rank':>4} {'id':>8} {'score':>7} {'embed':>7} {'color':>7} {'phash':>7}  path"]
+    for r in response.results:
+        s = r.scores
+        mark = "  [near-duplicate]" if r.near_duplicate else ""
+        lines.append(f"{r.rank:>4} {r.id:>8} {r.score:>7.4f} {s['embedding']:>7.4f} {s['color']:>7.4f} {s['phash']:>7.4f}  {r.path}{mark}")
+    if not response.results:
+        lines.append("(no results)")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--mode", type=click.Choice(["query", "index"]), required=True, help="What to profile.")
+@click.option("--image", "images", multiple=True, metavar="PATH", help="Query image(s) for --mode query (default: a stored image).")
+@click.option("--id", "ids", multiple=True, type=int, metavar="N", help="Query by id for --mode query.")
+@click.option("--repeat", type=click.IntRange(1, 10_000), default=20, show_default=True, help="Queries to run (--mode query).")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=200, show_default=True, help="Images to process (--mode index).")
+@click.option("--top", type=click.IntRange(1, 200), default=25, show_default=True, help="Functions to list.")
+@click.pass_context
+@_handle_errors
+def profile(ctx, mode, images, ids, repeat, limit, top) -> None:
+    """Run the real query or index code under cProfile; writes output.dir/cache/profile_<mode>.prof.
+
+    Prints the top functions by cumulative time and the wall time per stage. Open the file later
+    with 'python -m pstats FILE'.
+    """
+    from .profiling import profile_index, profile_query
+
+    config = _config(ctx)
+    if mode == "query":
+        report = profile_query(config, images=images, ids=ids, repeat=repeat, top=top)
+    else:
+        report = profile_index(config, limit=limit, top=top)
+    click.echo(report.text)
+
+
+@cli.command("viz-2d")
+@click.option("--sample-size", type=click.IntRange(min=2), default=2000, show_default=True, help="Embeddings to plot.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
+@click.option("--thumbnails", is_flag=True, help="Draw small thumbnails instead of dots.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and t-SNE seed.")
+@click.option("--perplexity", type=float, default=30.0, show_default=True, help="t-SNE perplexity (capped for tiny samples).")
+@click.pass_context
+@_handle_errors
+def viz_2d(ctx, sample_size, output, thumbnails, seed, perplexity) -> None:
+    """Plot a seeded uniform sample of embeddings in 2-D (t-SNE), coloured by top-level folder."""
+    from .viz import plot_embeddings_2d
+
+    summary = plot_embeddings_2d(_config(ctx), sample_size=sample_size, output=output, thumbnails=thumbnails,
+                                 seed=seed, perplexity=perplexity)
+    click.echo(f"wrote {summary.output}: {summary.points} points, {summary.groups} folders, "
+               f"t-SNE {summary.tsne_s:.1f} s, total {summary.elapsed_s:.1f} s")
 
 
 def main() -> None:

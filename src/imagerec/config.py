@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -85,6 +85,77 @@ class FeaturesConfig(_Section):
     histogram: HistogramConfig = HistogramConfig()
 
 
+class AnnConfig(_Section):
+    """The HNSW index over embeddings (``build-ann``); FAISS ``IndexHNSWFlat``, inner product on unit vectors."""
+
+    M: int = Field(default=16, ge=4, le=128, description="Graph degree; more = better recall, more memory.")
+    ef_construction: int = Field(default=200, ge=8, le=4096, description="Build-time beam width.")
+    ef_search: int = Field(default=256, ge=8, le=8192, description="Query-time beam width (raised to the candidate count).")
+    threads: int | None = Field(default=None, ge=1, description="Build threads; default = CPU count.")
+    build_chunk: int = Field(
+        default=10_000, ge=100, le=50_000,
+        description="Embeddings read from SQLite and added per step (FAISS HNSW built in one huge add() loses recall).",
+    )
+    verify: Literal["auto", "always"] = Field(
+        default="auto", description="auto: full checksum unless the file is big and untouched since build; always: full checksum."
+    )
+
+
+class QueryConfig(_Section):
+    """Candidate generation and weighted re-ranking for ``query``."""
+
+    top_k: int = Field(default=10, ge=1, le=10_000)
+    w_embedding: float = Field(default=0.7, ge=0.0, description="Weight of embedding cosine similarity.")
+    w_color: float = Field(default=0.2, ge=0.0, description="Weight of colour-histogram similarity.")
+    w_phash: float = Field(default=0.1, ge=0.0, description="Weight of dHash similarity (1 - Hamming/64).")
+    candidates: int = Field(default=200, ge=1, le=100_000, description="At least this many ANN candidates are re-ranked.")
+    candidates_per_k: int = Field(default=10, ge=1, le=1000, description="... and at least this many per requested result.")
+    color_measure: Literal["bhattacharyya", "intersection"] = "bhattacharyya"
+    near_duplicate_max_bits: int = Field(default=4, ge=0, le=64, description="dHash Hamming distance counted as near-duplicate.")
+    embed_threads: int = Field(
+        default=1, ge=1, description="torch threads for embedding one query image (1 is fastest for a single image on a busy CPU).",
+    )
+
+    @model_validator(mode="after")
+    def _weights_not_all_zero(self) -> "QueryConfig":
+        if self.w_embedding + self.w_color + self.w_phash <= 0:
+            raise ValueError("w_embedding, w_color and w_phash must not all be 0")
+        return self
+
+
+class AugmentConfig(_Section):
+    """SimCLR augmentation strengths (``train-embeddings``)."""
+
+    crop_min_scale: float = Field(default=0.2, gt=0.0, le=1.0, description="Smallest random crop, as a fraction of the image area.")
+    flip_p: float = Field(default=0.5, ge=0.0, le=1.0)
+    jitter_strength: float = Field(default=0.5, ge=0.0, le=1.25, description="s: brightness/contrast/saturation ±0.8s, hue ±0.2s.")
+    jitter_p: float = Field(default=0.8, ge=0.0, le=1.0)
+    grayscale_p: float = Field(default=0.2, ge=0.0, le=1.0)
+    blur_p: float = Field(default=0.5, ge=0.0, le=1.0, description="Gaussian blur probability (sigma 0.1-2.0 px at 224 px, scaled).")
+
+
+class TrainConfig(_Section):
+    """SimCLR training of the embedding model (``train-embeddings``)."""
+
+    max_images: int = Field(default=50_000, ge=2, description="Deterministic random subset (by seed) of the images found.")
+    file_list: Path | None = Field(default=None, description="Optional text file of paths relative to data.image_root to train on (relative to the config file).")
+    val_fraction: float = Field(default=0.1, ge=0.0, le=0.5, description="Held out for validation (seeded split).")
+    seed: int = Field(default=0, ge=0)
+    epochs: int = Field(default=100, ge=1, le=100_000)
+    batch_size: int = Field(default=256, ge=2, le=65_536, description="Images per step (each gives two views).")
+    image_size: int = Field(default=96, ge=16, le=512, description="Training and embedding input size in pixels.")
+    stem: Literal["imagenet", "small"] = Field(default="imagenet", description="small = 3x3/stride-1 stem: better at low resolution, ~16x the compute.")
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float | None = Field(default=None, gt=0.0, le=10.0, description="Peak learning rate per 256 images, scaled linearly with batch_size; null = 0.15 (sgd) or 1e-3 (adamw).")
+    weight_decay: float | None = Field(default=None, ge=0.0, le=1.0, description="null = 1e-4 (sgd) or 0.05 (adamw); not applied to biases and batch norm.")
+    warmup_epochs: float = Field(default=10.0, ge=0.0, description="Linear warm-up, then cosine decay to 0.")
+    temperature: float = Field(default=0.2, ge=0.01, le=10.0, description="NT-Xent temperature.")
+    augment: AugmentConfig = AugmentConfig()
+    workers: int | None = Field(default=None, ge=1, description="Decode processes for the training cache; default = CPU count.")
+    checkpoint_every_steps: int = Field(default=0, ge=0, description="Also checkpoint every N steps (0 = once per epoch).")
+    channels_last: bool | None = Field(default=None, description="Memory format; null = on for CUDA, off for CPU.")
+
+
 class Config(_Section):
     """A whole config profile. ``source`` is the file it was read from (None when built in code)."""
 
@@ -92,7 +163,10 @@ class Config(_Section):
     output: OutputConfig
     runtime: RuntimeConfig = RuntimeConfig()
     index: IndexConfig = IndexConfig()
+    ann: AnnConfig = AnnConfig()
+    query: QueryConfig = QueryConfig()
     features: FeaturesConfig = FeaturesConfig()
+    train: TrainConfig = TrainConfig()
     source: Path | None = Field(default=None, exclude=True)
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Config":
@@ -104,7 +178,9 @@ class Config(_Section):
             node = raw
             *parents, leaf = dotted.split(".")
             for key in parents:
-                node = node[key]
+                node = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise ConfigError(f"command-line option: unknown key '{dotted}'")
             node[leaf] = value
         raw["source"] = self.source
         return _validate(raw, self.source, where="command-line option")

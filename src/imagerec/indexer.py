@@ -234,7 +234,9 @@ def _run_jobs(plan: Iterator[WorkItem], settings: JobSettings, workers: int, wri
     suspects: list[WorkItem] = []
     max_in_flight = max(2 * workers, 2 * writer.batch_size // JOB_SIZE)
     while True:
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init)
+        pool = ProcessPoolExecutor(
+            workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(writer.cpu_bound_model,)
+        )
         in_flight: dict[Future, list[WorkItem]] = {}
         isolated: set[Future] = set()
         try:
@@ -267,9 +269,13 @@ def _run_jobs(plan: Iterator[WorkItem], settings: JobSettings, workers: int, wri
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _worker_init() -> None:
+def _worker_init(yield_to_model: bool) -> None:
     # Ctrl-C goes to the whole process group; the parent alone decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if yield_to_model:
+        # The CPU model is the bottleneck and its threads stall when decoders preempt them; decoding at a
+        # lower priority fills the cycles the model leaves idle instead of competing for them.
+        os.nice(10)
     # C decoders (libtiff) print warnings straight to fd 2; failures are recorded as skip reasons instead.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
@@ -309,6 +315,7 @@ class _BatchWriter:
         self.summary = summary
         self.bar = bar
         self.pending: list[Decoded] = []
+        self.cpu_bound_model = embedder is not None and embedder.device.type == "cpu"
 
     def add(self, results: list[Decoded]) -> None:
         self.pending.extend(results)

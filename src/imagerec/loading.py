@@ -74,7 +74,14 @@ def load_image(path: str | bytes | os.PathLike, settings: LoadSettings, format_h
 
 def _decode(fp, settings: LoadSettings) -> LoadedImage:
     Image.init()  # register every plugin so the allow-list names resolve (idempotent)
-    Image.MAX_IMAGE_PIXELS = settings.max_pixels
+    previous_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, settings.max_pixels
+    try:
+        return _decode_with_limit(fp, settings)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous_limit  # Pillow only reads the limit from this global
+
+
+def _decode_with_limit(fp, settings: LoadSettings) -> LoadedImage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the image itself may be fine
         warnings.simplefilter("error", Image.DecompressionBombWarning)

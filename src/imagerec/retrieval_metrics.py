@@ -42,10 +42,9 @@ def retrieval_scores(vectors: np.ndarray, labels: np.ndarray, k: int = 10) -> Re
         order = np.argsort(-sims, axis=1, kind="stable")[:, : n - 1]
         hits = codes[order] == codes[start:stop, None]  # (q, N-1) relevance by rank
         counted = relevant_total[start:stop] > 0
-        precisions.append(hits[:, :k].sum(axis=1)[counted] / k)
-        ranks = np.arange(1, n, dtype=np.float64)
-        precision_at_hit = np.cumsum(hits, axis=1) / ranks * hits
-        aps.append(precision_at_hit.sum(axis=1)[counted] / relevant_total[start:stop][counted])
+        per_query = ranked_metrics(hits[counted], relevant_total[start:stop][counted], (k,))
+        precisions.append(per_query[f"p@{k}"])
+        aps.append(per_query["map"])
     p = np.concatenate(precisions) if precisions else np.zeros(0)
     ap = np.concatenate(aps) if aps else np.zeros(0)
     return RetrievalScores(float(p.mean()) if len(p) else 0.0, float(ap.mean()) if len(ap) else 0.0, k, len(p))
@@ -59,3 +58,42 @@ def precision_at_k(vectors: np.ndarray, labels: np.ndarray, k: int = 10) -> floa
 def mean_average_precision(vectors: np.ndarray, labels: np.ndarray) -> float:
     """Mean over queries of the average precision of the full cosine ranking (leave-one-out)."""
     return retrieval_scores(vectors, labels, 1).mean_average_precision
+
+
+def ranked_metrics(hits: np.ndarray, relevant_total: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, np.ndarray]:
+    """Per-query P@k, R@k and average precision from relevance in rank order.
+
+    ``hits``: (q, M) bool, ``hits[i, r]`` = the item at rank r + 1 of query i is relevant (the full
+    ranking, the query itself left out). ``relevant_total``: (q,) relevant items per query, all > 0.
+    Returns ``{"p@k": (q,), "r@k": (q,), ..., "map": (q,)}``; "map" holds each query's AP (mean it).
+    P@k divides by k even when fewer than k items are ranked.
+    """
+    hits = np.asarray(hits, dtype=bool)
+    relevant_total = np.asarray(relevant_total, dtype=np.float64)
+    if hits.ndim != 2 or len(hits) != len(relevant_total):
+        raise ValueError(f"expected (q, M) hits and q totals, got {hits.shape} and {relevant_total.shape}")
+    if (relevant_total <= 0).any():
+        raise ValueError("every query needs at least one relevant item")
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        found = hits[:, :k].sum(axis=1)
+        out[f"p@{k}"] = found / k
+        out[f"r@{k}"] = found / relevant_total
+    ranks = np.arange(1, hits.shape[1] + 1, dtype=np.float64)
+    out["map"] = (np.cumsum(hits, axis=1) / ranks * hits).sum(axis=1) / relevant_total
+    return out
+
+
+def rank_by_score(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Column order of each row of ``scores`` (q, N), best first; ties go to the smaller id (as ``query``)."""
+    scores = np.asarray(scores)
+    by_id = np.argsort(ids, kind="stable")
+    order = np.argsort(-scores[:, by_id], axis=1, kind="stable")
+    return by_id[order]
+
+
+def mean_metrics(per_query: dict[str, np.ndarray]) -> dict[str, float]:
+    """Average of each per-query metric (0.0 when there are no queries)."""
+    return {key: float(values.mean()) if len(values) else 0.0 for key, values in per_query.items()}

@@ -1,0 +1,256 @@
+"""query: weighted fusion of our own measures over ANN candidates, on the real sample photos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from ann_support import index_and_build, run_cli, sample_collection, write_collection_config
+from imagerec import similarity
+from imagerec.cli import cli
+from imagerec.config import Config
+from imagerec.errors import ConfigError
+from imagerec.query import QueryError, Recommender, Weights, run_query
+from imagerec.store import Store
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory, tiny_model_file):
+    return sample_collection(tmp_path_factory, tiny_model_file)
+
+
+@pytest.fixture(scope="module")
+def ids(sample):
+    with Store(sample.config().output.db_path, readonly=True) as store:
+        return store.embedding_ids(store.get_meta("model_id"))
+
+
+def _expected_scores(store: Store, query_ids, result_id, model_id, weights: Weights):
+    """Scores computed independently with similarity.py on the stored rows."""
+    (r,) = store.get_images([result_id], model_id)
+    parts = []
+    for qid in query_ids:
+        (q,) = store.get_images([qid], model_id)
+        parts.append((float(similarity.cosine_similarity(q.embedding, r.embedding)),
+                      float(similarity.bhattacharyya_coefficient(q.histogram, r.histogram)),
+                      float(similarity.hash_similarity(q.dhash, r.dhash))))
+    emb, col, ph = np.mean(parts, axis=0)
+    return emb, col, ph, weights.embedding * emb + weights.color * col + weights.phash * ph
+
+
+def test_weights_are_validated_and_normalised():
+    w = Weights.of(2, 1, 1)
+    assert (w.embedding, w.color, w.phash) == (0.5, 0.25, 0.25)
+    assert Weights.of(0, 0, 3).phash == 1.0
+    for bad in ((0, 0, 0), (-1, 1, 1), (float("nan"), 1, 1)):
+        with pytest.raises(QueryError):
+            Weights.of(*bad)
+    base = {"data": {"image_root": "."}, "output": {"dir": "."}}
+    for query in ({"w_embedding": 0, "w_color": 0, "w_phash": 0}, {"w_color": -0.5}):
+        with pytest.raises(Exception):
+            Config.model_validate({**base, "query": query})
+    assert Config.model_validate(base).query.w_embedding == 0.7
+
+
+def test_fused_score_equals_independent_weighted_sum(sample, ids):
+    config = sample.config()
+    weights = Weights.of(0.5, 0.3, 0.2)
+    qid = int(ids[17])
+    response = run_query(config, ids=[qid], top_k=15, weights=weights)
+    assert len(response.results) == 15 and response.candidates >= 199  # 200 ANN candidates minus the query
+    assert [r.rank for r in response.results] == list(range(1, 16))
+    scores = [r.score for r in response.results]
+    assert scores == sorted(scores, reverse=True)
+    with Store(config.output.db_path, readonly=True) as store:
+        model_id = store.get_meta("model_id")
+        for r in response.results:
+            emb, col, ph, fused = _expected_scores(store, [qid], r.id, model_id, weights)
+            assert r.scores["embedding"] == pytest.approx(emb, abs=1e-5)
+            assert r.scores["color"] == pytest.approx(col, abs=1e-6)
+            assert r.scores["phash"] == pytest.approx(ph)
+            assert r.score == pytest.approx(fused, abs=1e-5)
+        # exact: no other image of the collection beats the last result (300 images, 200+ candidates re-ranked)
+        every = [_expected_scores(store, [qid], int(i), model_id, weights)[3] for i in ids if i != qid]
+        assert sorted(every, reverse=True)[:15] == pytest.approx(scores, abs=1e-5)
+
+
+def test_weights_change_the_ranking(sample, ids):
+    config = sample.config()
+    by_color = run_query(config, ids=[int(ids[3])], top_k=10, weights=Weights.of(0, 1, 0))
+    assert [r.score for r in by_color.results] == pytest.approx([r.scores["color"] for r in by_color.results])
+    by_hash = run_query(config, ids=[int(ids[3])], top_k=10, weights=Weights.of(0, 0, 1))
+    assert [r.score for r in by_hash.results] == pytest.approx([r.scores["phash"] for r in by_hash.results])
+
+
+def test_multi_image_query_averages(sample, ids):
+    config = sample.config()
+    a, b = int(ids[5]), int(ids[250])
+    weights = Weights.from_config(config)
+    response = run_query(config, ids=[a, b], top_k=10)
+    with Store(config.output.db_path, readonly=True) as store:
+        model_id = store.get_meta("model_id")
+        for r in response.results:
+            assert r.id not in (a, b)
+            emb, col, ph, fused = _expected_scores(store, [a, b], r.id, model_id, weights)
+            assert r.score == pytest.approx(fused, abs=1e-5) and r.scores["color"] == pytest.approx(col, abs=1e-6)
+
+
+def test_query_images_excluded_unless_include_query(sample, ids):
+    config = sample.config()
+    qid = int(ids[42])
+    assert qid not in [r.id for r in run_query(config, ids=[qid], top_k=20).results]
+    included = run_query(config, ids=[qid], top_k=20, include_query=True).results
+    assert included[0].id == qid and included[0].near_duplicate and included[0].hamming == 0
+    assert included[0].scores["embedding"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_external_image_equals_id_query(sample, ids, tmp_path):
+    """A collection photo copied outside the collection is decoded and embedded like 'index' did it."""
+    config = sample.config()
+    with Store(config.output.db_path, readonly=True) as store:
+        (row,) = store.get_images([int(ids[120])], store.get_meta("model_id"))
+    outside = tmp_path / "copy.jpg"
+    shutil.copy(sample.root / row.path.decode(), outside)
+    with Recommender(config) as rec:
+        external = rec.image_from_path(outside)
+        stored = rec.image_by_id(row.id)
+        inside = rec.image_from_path(sample.root / row.path.decode())
+        assert external.source == "decoded" and external.image_id is None
+        assert inside.source == "stored" and inside.image_id == row.id
+        assert np.array_equal(external.histogram, stored.histogram) and external.dhash == stored.dhash
+        assert np.allclose(external.embedding, stored.embedding, atol=1e-5)
+        by_file = rec.query([external], top_k=10)
+        by_id = rec.query([stored], top_k=10, include_query=True)
+    assert [r.id for r in by_file.results] == [r.id for r in by_id.results]
+    assert [r.score for r in by_file.results] == pytest.approx([r.score for r in by_id.results], abs=1e-5)
+    assert by_file.results[0].id == row.id and by_file.results[0].near_duplicate
+
+
+def test_near_duplicate_flag_on_reencoded_copy(tmp_path, tiny_model_file):
+    root = tmp_path / "images"
+    sources = sorted((sample_dir := __import__("ann_support").SAMPLE_DIR).rglob("*.jpg"))[:: 30]
+    for src in sources:
+        dest = root / src.relative_to(sample_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+    original = root / sources[0].relative_to(sample_dir)
+    with Image.open(original) as img:
+        img.convert("RGB").save(root / "copy_q60.jpg", quality=60)
+    collection = write_collection_config(tmp_path, root, tiny_model_file)
+    index_and_build(collection)
+    config = collection.config()
+    with Store(config.output.db_path, readonly=True) as store:
+        copy_id = store.find_by_path(b"copy_q60.jpg")
+        original_id = store.find_by_path(str(original.relative_to(root)).encode())
+    results = run_query(config, ids=[original_id], top_k=5).results
+    assert results[0].id == copy_id and results[0].near_duplicate
+    assert results[0].hamming <= config.query.near_duplicate_max_bits
+    assert not any(r.near_duplicate for r in results[1:])
+    # the collection file changes after 'index': decoded afresh, but still excluded as the query itself
+    with Image.open(original) as img:
+        img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(original, quality=90)
+    with Recommender(config) as rec:
+        changed = rec.image_from_path(original)
+        assert changed.source == "decoded" and changed.rel_path is not None
+        assert original_id not in [r.id for r in rec.query([changed], top_k=20).results]
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+
+def _invoke(sample, *args):
+    return CliRunner().invoke(cli, ["--config", str(sample.config_path), *args], obj={})
+
+
+def test_cli_json_schema(sample, ids):
+    result = _invoke(sample, "query", "--id", str(int(ids[0])), "--top-k", "7", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 7 and [r["rank"] for r in rows] == list(range(1, 8))
+    for row in rows:
+        assert {"rank", "id", "path", "score", "scores", "near_duplicate"} <= set(row)
+        assert set(row["scores"]) == {"embedding", "color", "phash"}
+        assert isinstance(row["id"], int) and isinstance(row["near_duplicate"], bool)
+        assert (sample.root / row["path"]).is_file()
+
+
+def test_cli_table_and_weights(sample, ids):
+    result = _invoke(sample, "query", "--id", str(int(ids[0])), "--top-k", "3", "--w-embedding", "1", "--w-color", "1", "--w-phash", "0")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert "embedding 0.50, color 0.50, phash 0.00" in lines[0]
+    assert lines[1].split()[:6] == ["rank", "id", "score", "embed", "color", "phash"]
+    assert len(lines) == 5 and lines[2].split()[0] == "1"
+
+
+def test_cli_output_writes_contact_sheet(sample, ids, tmp_path):
+    from imagerec.render import sheet_size
+
+    out = tmp_path / "results.png"
+    photo = sorted(sample.root.rglob("*.jpg"))[3]
+    result = _invoke(sample, "query", "--image", str(photo), "--id", str(int(ids[200])), "--top-k", "6", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == sheet_size(2, 6)
+
+
+@pytest.mark.parametrize("case", ["missing_file", "undecodable", "bad_weights", "all_zero", "unknown_id", "no_index", "no_db"])
+def test_cli_errors_are_one_line(sample, tmp_path, case):
+    cfg = sample.config_path
+    args = ["query", "--id", "1"]
+    if case == "missing_file":
+        args = ["query", "--image", str(tmp_path / "nope.jpg")]
+    elif case == "undecodable":
+        bad = tmp_path / "text.jpg"
+        bad.write_text("this is not a JPEG")
+        args = ["query", "--image", str(bad)]
+    elif case == "bad_weights":
+        args = ["query", "--id", "1", "--w-color", "-1"]
+    elif case == "all_zero":
+        args = ["query", "--id", "1", "--w-embedding", "0", "--w-color", "0", "--w-phash", "0"]
+    elif case == "unknown_id":
+        args = ["query", "--id", "999999"]
+    elif case in ("no_index", "no_db"):
+        out = tmp_path / "out"
+        shutil.copytree(sample.out, out)
+        if case == "no_index":
+            (out / "ann_hnsw.bin").unlink()
+            (out / "ann_hnsw.json").unlink()
+        else:
+            for p in out.glob("images.db*"):
+                p.unlink()
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(sample.config_path.read_text().replace(str(sample.out), str(out)))
+    result = CliRunner().invoke(cli, ["--config", str(cfg), *args], obj={})
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    expected = {"missing_file": "not found", "undecodable": "cannot use this query image", "bad_weights": ">= 0",
+                "all_zero": "not all be 0", "unknown_id": "no image with id", "no_index": "build-ann",
+                "no_db": "run 'index' first"}[case]
+    assert expected in result.stderr
+
+
+def test_cli_subprocess_end_to_end(sample, ids):
+    result = run_cli(sample.config_path, "query", "--id", str(int(ids[9])), "--top-k", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 3
+    bad = run_cli(sample.config_path, "query", "--image", "/nonexistent/x.jpg")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_config_rejects_bad_query_section(tmp_path):
+    import yaml
+
+    from imagerec.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": {"image_root": "."}, "output": {"dir": "."},
+                                    "query": {"w_embedding": 0, "w_color": 0, "w_phash": 0}}))
+    with pytest.raises(ConfigError, match="must not all be 0"):
+        load_config(path)
