@@ -10,7 +10,7 @@ CONFIG ?= config_miniset.yaml
 help:
 	@echo "make demo   - set up .venv and run the pipeline on the bundled sample ($(CONFIG))"
 	@echo "make test   - set up .venv and run the test suite"
-	@echo "make bench  - set up .venv and run the benchmarks (slow; see docs/benchmarks.md)"
+	@echo "make bench  - set up .venv and run every stage's benchmark on a small real set (bench/out/report.md)"
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_index.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean-data:
 	rm -rf data/miniset

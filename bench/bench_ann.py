@@ -122,7 +122,7 @@ def pct(values, q) -> float:
     return float(np.percentile(np.asarray(values) * 1000, q))
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20_000, help="Rows in the benchmark store (default 20000; target 550000).")
     ap.add_argument("--db", type=Path, help="An existing images.db of an indexed collection (model file beside it).")
@@ -134,14 +134,21 @@ def main() -> None:
                          "(1.0: a synthetic row is about as close to its source as a real image's nearest neighbour).")
     ap.add_argument("--compare", action="store_true", help="Also compare hnswlib 0.8.0 and FAISS IndexHNSWFlat on the same vectors.")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    return ap.parse_args(argv)
 
+
+def main() -> None:
+    args = parse_args()
+    _, text = run(source_collection(args.db), OUT / f"ann_{args.n}_noise{args.noise:g}", args)
+    print(text)
+
+
+def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, float], str]:
+    """Store of ``args.n`` rows from ``src`` at ``dest``, build-ann, recall and latency: (figures, markdown)."""
     from imagerec.config import load_config
     from imagerec.query import Recommender, Weights, score_candidates
     from imagerec.store import Store
 
-    src = source_collection(args.db)
-    dest = OUT / f"ann_{args.n}_noise{args.noise:g}"
     cfg_path, real_rows = make_store(src, args.n, dest, args.noise, args.seed)
     config = load_config(cfg_path)
     log("building the ANN index (imagerec build-ann)")
@@ -210,24 +217,25 @@ def main() -> None:
     rec.close()
 
     p50, p95, b50 = pct(lat, 50), pct(lat, 95), pct(brute, 50)
-    print(f"\n## ANN + query benchmark, N = {args.n:,} (dim 512; {real_rows:,} real Caltech-101 embeddings + "
+    out = []
+    out.append(f"\n## ANN + query benchmark, N = {args.n:,} (dim 512; {real_rows:,} real Caltech-101 embeddings + "
           f"{args.n - real_rows:,} synthetic near them, noise {args.noise}× per-dim std)\n")
-    print(f"FAISS IndexHNSWFlat M={config.ann.M}, ef_construction={config.ann.ef_construction}, "
+    out.append(f"FAISS IndexHNSWFlat M={config.ann.M}, ef_construction={config.ann.ef_construction}, "
           f"ef_search={config.ann.ef_search}; candidates = max({config.query.candidates}, {config.query.candidates_per_k}·k); "
           f"{os.cpu_count()} CPU cores\n")
-    print("| metric | value | target |\n|---|---|---|")
-    print(f"| build-ann wall time | {build_s:.1f} s | |")
-    print(f"| build-ann peak RSS (child process) | {build_rss:.0f} MiB | |")
-    print(f"| index file | {size_mb:.0f} MB | |")
-    print(f"| index load (checks + read) | {load_s * 1000:.0f} ms | |")
-    print(f"| recall@10 vs exact, ef_search={config.ann.ef_search}, {len(query_ids)} queries | {recall:.4f} | ≥ 0.99 |")
-    print(f"| query --id p50 / p95 (k=10) | {p50:.2f} / {p95:.2f} ms | p50 ≤ 10 ms |")
-    print(f"|   of which ANN search / SQLite fetch / re-rank (p50) | {pct(ann_s, 50):.2f} / {pct(fetch_s, 50):.2f} / {pct(rerank_s, 50):.2f} ms | |")
-    print(f"| exact brute-force fusion of all rows, p50 ({len(brute)} queries) | {b50:.1f} ms | |")
-    print(f"| speed-up vs brute force (p50) | {b50 / p50:.0f}× | ≥ 10× |")
-    print(f"| fused top-10 overlap with brute force | {np.mean(fused_recall):.3f} | |")
-    print(f"| external query --image p50 / p95 ({len(ext)} Caltech photos) | {pct(ext, 50):.1f} / {pct(ext, 95):.1f} ms | p50 ≤ 60 ms |")
-    print(f"|   of which decode / features / embed (p50) | {pct(ext_parts['decode'], 50):.1f} / "
+    out.append("| metric | value | target |\n|---|---|---|")
+    out.append(f"| build-ann wall time | {build_s:.1f} s | |")
+    out.append(f"| build-ann peak RSS (child process) | {build_rss:.0f} MiB | |")
+    out.append(f"| index file | {size_mb:.0f} MB | |")
+    out.append(f"| index load (checks + read) | {load_s * 1000:.0f} ms | |")
+    out.append(f"| recall@10 vs exact, ef_search={config.ann.ef_search}, {len(query_ids)} queries | {recall:.4f} | ≥ 0.99 |")
+    out.append(f"| query --id p50 / p95 (k=10) | {p50:.2f} / {p95:.2f} ms | p50 ≤ 10 ms |")
+    out.append(f"|   of which ANN search / SQLite fetch / re-rank (p50) | {pct(ann_s, 50):.2f} / {pct(fetch_s, 50):.2f} / {pct(rerank_s, 50):.2f} ms | |")
+    out.append(f"| exact brute-force fusion of all rows, p50 ({len(brute)} queries) | {b50:.1f} ms | |")
+    out.append(f"| speed-up vs brute force (p50) | {b50 / p50:.0f}× | ≥ 10× |")
+    out.append(f"| fused top-10 overlap with brute force | {np.mean(fused_recall):.3f} | |")
+    out.append(f"| external query --image p50 / p95 ({len(ext)} Caltech photos) | {pct(ext, 50):.1f} / {pct(ext, 95):.1f} ms | p50 ≤ 60 ms |")
+    out.append(f"|   of which decode / features / embed (p50) | {pct(ext_parts['decode'], 50):.1f} / "
           f"{pct(ext_parts['features'], 50):.1f} / {pct(ext_parts['embed'], 50):.1f} ms | |")
 
     if args.compare:
@@ -235,6 +243,10 @@ def main() -> None:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         compare_libraries(vectors, qv, ids, truth, config.ann.M, config.ann.ef_construction)
 
+    figures = {"recall@10": recall, "query_p50_ms": p50, "brute_p50_ms": b50, "speedup": b50 / p50,
+               "external_p50_ms": pct(ext, 50), "build_s": build_s, "build_rss_mib": build_rss, "index_mb": size_mb,
+               "fused_overlap": float(np.mean(fused_recall))}
+    return figures, "\n".join(out)
 
 def compare_libraries(vectors, queries, ids, truth, m: int, efc: int) -> None:
     """hnswlib vs FAISS HNSW on the same unit vectors: build (2 threads), latency (1 thread), recall@10."""

@@ -105,20 +105,33 @@ def subset(images: Path, limit: int | None, into: Path) -> Path:
     return target
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--limit", type=int, help="use only the first N images")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=96, help="model input size")
-    parser.add_argument("--rss-sizes", default="1000,9144", help="collection sizes for the RSS comparison")
+    parser.add_argument("--rss-sizes", default="1000,9144", help="collection sizes for the RSS comparison ('' to skip)")
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
-    args = parser.parse_args()
-    threads = args.workers
+    return parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="imagerec-bench-") as tmp:
-        tmp = Path(tmp)
+
+def main() -> None:
+    args = parse_args()
+    _, text = run(args)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+def run(args: argparse.Namespace, workdir: Path | None = None) -> tuple[dict[str, float], str]:
+    """Index rates vs their ceilings (and peak RSS): (figures, markdown report). With ``workdir`` the
+    indexed collection stays there (``workdir/out``: images.db + embedding_model.pt), else a temp folder is used."""
+    threads = args.workers
+    with tempfile.TemporaryDirectory(prefix="imagerec-bench-") as scratch:
+        tmp = Path(workdir or scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
         root = subset(args.images, args.limit, tmp)
         files = [os.path.join(os.fsencode(root), f.rel_path) for f in scan_images(root)]
         model_file = tmp / "model.pt"
@@ -131,7 +144,7 @@ def main() -> None:
         embedded, _ = index_rate(config_path, model_file)
 
         rss_rows = []
-        for size in (int(s) for s in args.rss_sizes.split(",")):
+        for size in (int(s) for s in args.rss_sizes.split(",") if s.strip()):
             sized_root = subset(args.images, size, tmp / f"rss{size}")
             sized_config = write_config(tmp / f"rss{size}", sized_root, args.workers, args.batch_size)
             count = sum(1 for _ in scan_images(sized_root))
@@ -150,20 +163,22 @@ def main() -> None:
         f"| index, no embeddings vs bare open+draft+convert | {plain:.0f} | {bare:.0f} | {plain / bare:.2f} | >= 0.80 |",
         f"| index with embeddings (CPU) vs model only | {embedded:.1f} | {model_only:.1f} | {embedded / model_only:.2f} | >= 0.85 |",
         "",
-        "| images | peak RSS main (MiB) | peak RSS main + workers (MiB) |",
-        "|---|---|---|",
-        *[f"| {n} | {m:.0f} | {t:.0f} |" for n, m, t in rss_rows],
-        "",
-        f"RSS growth from {rss_rows[0][0]} to {rss_rows[-1][0]} images: main {rss_rows[-1][1] / rss_rows[0][1] - 1:+.1%}, "
-        f"main + workers {rss_rows[-1][2] / rss_rows[0][2] - 1:+.1%} (target within 15%)",
-        "",
         f"Projected time for 550,000 images on this machine: {550_000 / embedded / 3600:.1f} h with embeddings, "
         f"{550_000 / plain / 3600:.2f} h without.",
     ]
-    text = "\n".join(report)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if rss_rows:
+        report += [
+            "",
+            "| images | peak RSS main (MiB) | peak RSS main + workers (MiB) |",
+            "|---|---|---|",
+            *[f"| {n} | {m:.0f} | {t:.0f} |" for n, m, t in rss_rows],
+            "",
+            f"RSS growth from {rss_rows[0][0]} to {rss_rows[-1][0]} images: main {rss_rows[-1][1] / rss_rows[0][1] - 1:+.1%}, "
+            f"main + workers {rss_rows[-1][2] / rss_rows[0][2] - 1:+.1%} (target within 15%)",
+        ]
+    figures = {"images": len(files), "index_plain": plain, "bare_decode": bare, "index_embedded": embedded,
+               "model_only": model_only}
+    return figures, "\n".join(report)
 
 
 def peak_rss(config_path: Path, model_file: Path) -> tuple[float, float]:

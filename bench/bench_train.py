@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "caltech101" / "101_ObjectCategories"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Folder of real photos (class folders).")
     parser.add_argument("--images", type=int, default=1000, help="Photos to train on (cache size).")
@@ -38,8 +38,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default CPU count).")
     parser.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--workdir", type=Path, default=None, help="Where the cache goes (default: a temp folder, removed).")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+def main() -> None:
+    _, text = run(parse_args())
+    print(text)
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, float], str]:
+    """Raw step ceiling before and after the real training loop: (figures, markdown report)."""
     from imagerec.config import Config
     from imagerec.model import select_device
     from imagerec.train import train_embeddings
@@ -67,19 +75,21 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     real = summary.history[-1].images_per_s
     ceiling = (before + after) / 2
-    print(f"\n{machine(device, threads)}")
-    print(f"ResNet-18 ({args.stem} stem) + 512-512-128 head, NT-Xent, SGD, {args.image_size} px, batch {args.batch_size} "
+    out = [f"\n{machine(device, threads)}"]
+    out.append(f"ResNet-18 ({args.stem} stem) + 512-512-128 head, NT-Xent, SGD, {args.image_size} px, batch {args.batch_size} "
           f"images (x2 views), channels_last {'on' if use_cl else 'off'}, bf16 autocast {'on' if device.type == 'cuda' else 'off'}; "
           f"{summary.train_images} real photos from {args.data}\n")
-    print("| measurement | images/s |")
-    print("|---|---|")
-    print(f"| raw step ceiling (random tensors on device), before / after | {before:.1f} / {after:.1f} |")
-    print(f"| real training loop (memmap cache + augmentation + step), epoch {summary.history[-1].epoch} | {real:.1f} |")
-    print(f"| **ratio real / ceiling** | **{real / ceiling:.2f}** |")
-    print(f"\nwhole run incl. cache build, model load and saves: {wall:.1f} s "
+    out.append("| measurement | images/s |")
+    out.append("|---|---|")
+    out.append(f"| raw step ceiling (random tensors on device), before / after | {before:.1f} / {after:.1f} |")
+    out.append(f"| real training loop (memmap cache + augmentation + step), epoch {summary.history[-1].epoch} | {real:.1f} |")
+    out.append(f"| **ratio real / ceiling** | **{real / ceiling:.2f}** |")
+    out.append(f"\nwhole run incl. cache build, model load and saves: {wall:.1f} s "
           f"(cache {'built' if summary.cache_built else 'reused'}); per-epoch images/s: "
           + ", ".join(f"{h.images_per_s:.1f}" for h in summary.history))
 
+    figures = {"real_images_per_s": real, "ceiling_images_per_s": ceiling, "ratio": real / ceiling, "wall_s": wall}
+    return figures, "\n".join(out)
 
 def raw_step_ceiling(args, device: torch.device, channels_last: bool) -> float:
     """Images/s of the bare SimCLR step on random views already on the device."""

@@ -311,5 +311,80 @@ def viz_2d(ctx, sample_size, output, thumbnails, seed, perplexity) -> None:
                f"t-SNE {summary.tsne_s:.1f} s, total {summary.elapsed_s:.1f} s")
 
 
+@cli.command()
+@click.option("--sample", type=click.IntRange(min=1), metavar="N", help="Evaluate a seeded sample of N query images (default: all).")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False, path_type=Path), metavar="CSV",
+              help="path,group rows (paths relative to data.image_root; a row with only a path takes its top-level "
+                   "folder, so a split list such as test.txt works). Default: top-level folder = group.")
+@click.option("--k", "ks", type=click.IntRange(min=1), multiple=True, help="Cut-offs for P@k and R@k (repeatable; default 1, 5, 10).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as markdown here.")
+@click.option("--tune-weights", is_flag=True, help="Grid-search the fusion weights on a validation part of the queries.")
+@click.option("--grid-step", type=float, default=0.05, show_default=True, help="Weight grid step (must divide 1).")
+@click.option("--metric", type=click.Choice(["map", "p@1", "p@5", "p@10"]), default="map", show_default=True,
+              help="What --tune-weights maximises.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
+              help="Share of the queries used for validation by --tune-weights (the rest is the test part).")
+@click.option("--write-config", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="With --tune-weights: write the best weights as query.w_* into PATH (created from --config if "
+                   "absent; other keys kept, YAML comments lost).")
+@click.option("--near-duplicates", is_flag=True, help="Instead: edit sampled images (temporary copies) and report how "
+                                                      "often each copy finds its original, per edit and signal.")
+@click.option("--edits", type=click.IntRange(min=1), default=50, show_default=True, help="Images to edit for --near-duplicates.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling, the validation split and edits.")
+@click.pass_context
+@_handle_errors
+def evaluate(ctx, sample, labels_file, ks, as_json, output, tune_weights, grid_step, metric, val_fraction,
+             write_config, near_duplicates, edits, seed) -> None:
+    """Measure retrieval quality: leave-one-out P@k, R@k and mAP per signal and fused, ANN recall@10.
+
+    Each labelled image (class = top-level folder, or --labels) queries all the others, scored
+    exactly and exhaustively with the measures and weights 'query' uses. Needs 'index' and 'build-ann'.
+    """
+    from .evaluate import EvaluationError, TuneSettings, evaluate as run_evaluation, format_table, write_weights_config
+    from .near_duplicates import format_near_duplicates, near_duplicate_benchmark
+
+    if write_config is not None and not tune_weights:
+        raise EvaluationError("--write-config needs --tune-weights")
+    config = _config(ctx)
+    progress = _eval_progress() if sys.stderr.isatty() and not as_json else None
+    try:
+        if near_duplicates:
+            report = near_duplicate_benchmark(config, images=edits, seed=seed, progress=progress)
+            text, markdown = format_near_duplicates(report), format_near_duplicates(report, markdown=True)
+        else:
+            tune = TuneSettings(grid_step, metric, val_fraction) if tune_weights else None
+            report = run_evaluation(config, labels_file=labels_file, sample=sample, seed=seed, ks=ks or (1, 5, 10),
+                                    tune=tune, progress=progress)
+            text, markdown = format_table(report), format_table(report, markdown=True)
+    finally:
+        if progress is not None:
+            progress.close()
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else text)
+    if output is not None:
+        output.write_text(markdown + "\n", encoding="utf-8")
+        click.echo(f"report written to {output}", err=as_json)
+    if write_config is not None:
+        path = write_weights_config(config, report.tuning.best, write_config)
+        click.echo(f"best weights written to {path} (query.w_*)", err=as_json)
+
+
+def _eval_progress():
+    from tqdm import tqdm
+
+    class _Bar:
+        def __init__(self) -> None:
+            self.bar = tqdm(unit="query", dynamic_ncols=True, desc="evaluate")
+
+        def __call__(self, done: int, total: int) -> None:
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+
+        def close(self) -> None:
+            self.bar.close()
+
+    return _Bar()
+
+
 def main() -> None:
     cli(obj={}, prog_name="imagerec")

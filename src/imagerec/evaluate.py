@@ -35,7 +35,6 @@ from .config import Config, load_config
 from .errors import ImagerecError
 from .query import QueryImage, Recommender, Scores, Weights, score_candidates
 from .retrieval_metrics import mean_metrics, rank_by_score, ranked_metrics
-from .store import FeatureRows
 from .viz import sample_ids, top_folder
 
 BLOCK = 64  # queries scored per pass over the store
@@ -403,7 +402,7 @@ def format_table(report: EvaluationReport, markdown: bool = False) -> str:
             f"phash {w.phash:.2f}; colour measure {report.color_measure}")
     rows = [[s, *(f"{report.signals[s][k]:.4f}" for k in keys)] for s in SIGNALS]
     lines = [head, ""] if markdown else [head]
-    lines += table_lines(["signal", *keys], rows, markdown)
+    lines += table_lines(["signal", *keys], rows, markdown) + ([""] if markdown else [])
     lines.append(f"ANN recall@{ANN_K} vs exact cosine ({report.ann_queries} queries, ef_search {report.ef_search}): "
                  f"{report.ann_recall:.4f}")
     if report.tuning is not None:
@@ -418,7 +417,7 @@ def format_table(report: EvaluationReport, markdown: bool = False) -> str:
                               f"{t.validation[name][m]:.4f}", f"{t.test[name][m]:.4f}",
                               *(f"{t.test[name][k]:.4f}" for k in keys if k != m)])
         lines += table_lines(["weights", "embedding / color / phash", f"val {m}", f"test {m}",
-                         *(f"test {k}" for k in keys if k != m)], tune_rows, markdown)
+                         *(f"test {k}" for k in keys if k != m)], tune_rows, markdown) + ([""] if markdown else [])
     for note in report.notes:
         lines.append(f"note: {note}")
     lines.append(f"({report.elapsed_s:.1f} s)")

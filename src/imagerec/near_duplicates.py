@@ -228,7 +228,7 @@ def format_near_duplicates(report: NearDuplicateReport, markdown: bool = False) 
     rows = [[edit, *(f"{report.accuracy[edit][s]['top1']:.3f} / {report.accuracy[edit][s]['top5']:.3f}" for s in SIGNALS)]
             for edit in report.accuracy]
     lines = [head, ""] if markdown else [head]
-    lines += table_lines(["edit", *SIGNALS], rows, markdown)
+    lines += table_lines(["edit", *SIGNALS], rows, markdown) + ([""] if markdown else [])
     lines += [f"skipped {s}" for s in report.skipped]
     lines.append(f"({report.elapsed_s:.1f} s)")
     return "\n".join(lines)
