@@ -404,3 +404,27 @@ def test_histogram_settings_change_recomputes_features_in_place(collection, writ
         hist = histogram(after[name.encode()]["histogram"])
         assert hist.shape == (4**3,) and hist[expected_cell(colour, 4)] == pytest.approx(1.0)
     assert index_collection(coarser).processed == 0
+
+
+def test_workers_that_cannot_start_are_an_error_not_broken_images(tmp_path, make_image, write_config):
+    """A script without a __main__ guard makes every spawned worker die on start-up: no image is to blame."""
+    for i in range(4):
+        make_image(tmp_path / "photos" / f"{i}.png", seed=i)
+    config_path = write_config(tmp_path / "photos")
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import imagerec\n"
+        "from imagerec.errors import ImagerecError\n"
+        f"config = imagerec.load_config({str(config_path)!r})\n"
+        "try:\n"
+        "    imagerec.index(config)\n"
+        "except ImagerecError as exc:\n"
+        "    print('REFUSED:', exc)\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert "REFUSED:" in done.stdout and "__main__" in done.stdout
+    db = load_config(config_path).output.db_path
+    assert query(db, "SELECT COUNT(*) FROM skipped") == [(0,)]  # nothing recorded as a broken image

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ann_support import index_and_build, run_cli, sample_collection, write_collection_config
+from ann_support import SAMPLE_DIR, index_and_build, run_cli, sample_collection, write_collection_config
 from imagerec import similarity
 from imagerec.cli import cli
 from imagerec.config import Config
@@ -254,3 +254,35 @@ def test_config_rejects_bad_query_section(tmp_path):
                                     "query": {"w_embedding": 0, "w_color": 0, "w_phash": 0}}))
     with pytest.raises(ConfigError, match="must not all be 0"):
         load_config(path)
+
+
+def test_hash_candidates_are_exactly_the_images_within_the_bit_limit(sample, ids):
+    config = sample.config()
+    with Recommender(config) as rec:
+        query = rec.image_by_id(int(ids[5]))
+        found = rec.hash_candidates([query], limit=10_000)
+        with Store(config.output.db_path, readonly=True) as store:  # independent: every stored hash, one by one
+            model_id = store.get_meta("model_id")
+            expected = {r.id for r in store.get_images([int(i) for i in ids], model_id)
+                        if bin((r.dhash ^ query.dhash) & (2**64 - 1)).count("1") <= config.query.hash_candidates_max_bits}
+        assert found == expected and int(ids[5]) in found
+        assert len(rec.hash_candidates([query], limit=1)) == 1
+
+
+def test_a_re_encoded_copy_is_found_with_a_single_ann_candidate(tmp_path, tiny_model_file):
+    root = tmp_path / "photos"
+    shutil.copytree(SAMPLE_DIR / "watch", root / "watch")
+    original = root / "watch" / sorted(p.name for p in (root / "watch").iterdir())[0]
+    Image.open(original).convert("RGB").resize((150, 100)).save(root / "copy.jpg", quality=40)
+    only_itself = {"candidates": 1, "candidates_per_k": 1}  # the ANN's one candidate is usually the query itself
+    collection = write_collection_config(tmp_path, root, tiny_model_file, query=only_itself)
+    index_and_build(collection)
+    config = collection.config()
+    with Store(config.output.db_path, readonly=True) as store:
+        original_id = store.find_by_path(b"watch/" + original.name.encode())
+        copy_id = store.find_by_path(b"copy.jpg")
+    (result,) = run_query(config, ids=[original_id], top_k=1).results
+    assert result.id == copy_id and result.near_duplicate
+    no_hash = config.model_copy(update={"query": config.query.model_copy(update={"hash_candidates_max_bits": None})})
+    with Recommender(no_hash) as rec:
+        assert rec.hash_candidates([rec.image_by_id(original_id)], limit=10) == set()

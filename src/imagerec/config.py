@@ -112,6 +112,10 @@ class QueryConfig(_Section):
     candidates_per_k: int = Field(default=10, ge=1, le=1000, description="... and at least this many per requested result.")
     color_measure: Literal["bhattacharyya", "intersection"] = "bhattacharyya"
     near_duplicate_max_bits: int = Field(default=4, ge=0, le=64, description="dHash Hamming distance counted as near-duplicate.")
+    hash_candidates_max_bits: int | None = Field(
+        default=8, ge=0, le=32,
+        description="Images within this dHash distance of a query join the candidates (None: ANN candidates only).",
+    )
     embed_threads: int = Field(
         default=1, ge=1, description="torch threads for embedding one query image (1 is fastest for a single image on a busy CPU).",
     )

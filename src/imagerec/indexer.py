@@ -240,6 +240,8 @@ def _run_jobs(plan: Iterator[WorkItem], settings: JobSettings, workers: int, wri
         in_flight: dict[Future, list[WorkItem]] = {}
         isolated: set[Future] = set()
         try:
+            if suspects:
+                _check_workers_start(pool)
             while True:
                 while len(in_flight) < (1 if suspects or isolated else max_in_flight):
                     from_suspects = bool(suspects)
@@ -267,6 +269,17 @@ def _run_jobs(plan: Iterator[WorkItem], settings: JobSettings, workers: int, wri
                 suspects.extend(lost)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_workers_start(pool: ProcessPoolExecutor) -> None:
+    """Before blaming images for a broken pool: can a fresh worker run anything at all?"""
+    try:
+        pool.submit(os.getpid).result()
+    except BrokenProcessPool:
+        raise ImagerecError(
+            "image decoding worker processes die on start-up, whatever the image; in a script, put the code "
+            "that calls imagerec under \"if __name__ == '__main__':\" (workers are spawned, not forked)"
+        ) from None
 
 
 def _worker_init(yield_to_model: bool) -> None:

@@ -3,6 +3,7 @@
 Pipeline for each query (one read snapshot of the store)::
 
     QueryImage(s) ──ANN top C (C = max(query.candidates, query.candidates_per_k · k))──┐
+                  ├─images within query.hash_candidates_max_bits dHash bits (≤ C)────┤
                   └─exact cosine over images added/changed since build-ann (if stale)──┴─▶ candidate ids
     candidate ids ─▶ features from SQLite ─▶ for each query image: embedding cosine, colour-histogram
     similarity, dHash similarity (similarity.py) ─▶ averaged over query images ─▶ fused = weighted sum
@@ -169,6 +170,7 @@ class Recommender:
             raise
         self._embedder = embedder
         self._stale_cache: tuple[int, np.ndarray, FeatureRows | None, str | None] | None = None
+        self._hash_table: tuple[int, np.ndarray, np.ndarray] | None = None  # (data_version, ids, dhashes)
         self.timings: Counter = Counter()
 
     def __enter__(self) -> "Recommender":
@@ -282,6 +284,7 @@ class Recommender:
                 raise QueryError(f"query embeddings have dimension {vectors.shape[1]}, the ANN index {self.ann.dim}; run 'build-ann' again")
             _, ann_ids = self.ann.search(vectors, n_candidates)
             candidate_ids = set(ann_ids[ann_ids >= 0].tolist())
+            candidate_ids |= self.hash_candidates(queries, n_candidates + len(queries))  # + the queries themselves
             t1 = time.perf_counter()
             extra_ids, extra_rows, notice = self._stale_rows()
             if notice:
@@ -319,6 +322,28 @@ class Recommender:
             t4 = time.perf_counter()
         timings.update({"ann_search": t1 - t0, "stale_merge": t2 - t1, "fetch": t3 - t2, "rerank": t4 - t3})
         return QueryResponse(list(queries), results, weights, len(rows), notices, timings)
+
+    def hash_candidates(self, queries: Sequence[QueryImage], limit: int) -> set[int]:
+        """Ids within ``query.hash_candidates_max_bits`` dHash bits of any query image (the closest ``limit``).
+
+        The ANN finds what the embedding finds; an edited copy of an image (re-encoded, rescaled,
+        brightened) can sit far from its original in embedding space yet keep nearly the same dHash, so
+        an exact Hamming scan (a few ms at 550k) adds those candidates.
+        """
+        max_bits = self.config.query.hash_candidates_max_bits
+        if max_bits is None:
+            return set()
+        version = self.store.data_version
+        if self._hash_table is None or self._hash_table[0] != version:
+            self._hash_table = (version, *self.store.hashes(self.model_id))
+        _, ids, hashes = self._hash_table
+        nearest = np.full(len(ids), 64, dtype=np.int64)
+        for q in queries:
+            nearest = np.minimum(nearest, similarity.hamming_distance(q.dhash, hashes))
+        close = np.flatnonzero(nearest <= max_bits)
+        if close.size > limit:
+            close = close[np.argsort(nearest[close], kind="stable")[:limit]]
+        return set(ids[close].tolist())
 
     def _stale_rows(self) -> tuple[np.ndarray, FeatureRows | None, str | None]:
         """Images the index does not know (added, re-embedded or changed since build-ann), cached per data_version."""

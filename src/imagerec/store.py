@@ -403,6 +403,15 @@ class Store:
         )
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
+    def hashes(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, dHashes as int64) of every image with a ``model_id`` embedding, in id order (16 bytes a row)."""
+        rows = self._db.execute(
+            "SELECT i.id, i.dhash FROM images i JOIN embeddings e ON e.image_id = i.id WHERE e.model_id = ? ORDER BY i.id",
+            (model_id,),
+        ).fetchall()
+        table = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        return table[:, 0].copy(), table[:, 1].copy()
+
     def get_features(self, ids: Sequence[int], model_id: str) -> "FeatureRows":
         """Features of those ``ids`` that exist and have a ``model_id`` embedding, as arrays in id order."""
         unique = sorted({int(i) for i in ids})
