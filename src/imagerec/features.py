@@ -26,7 +26,7 @@ class HistogramSpec:
     @property
     def key(self) -> str:
         """Identifies what produced a stored histogram; a different key means recompute."""
-        return f"{self.space}{self.bins}x{self.bins}x{self.bins}-side{HISTOGRAM_SIDE}"
+        return f"{self.space}{self.bins}x{self.bins}x{self.bins}-box{HISTOGRAM_SIDE}"
 
     @property
     def size(self) -> int:
@@ -35,8 +35,8 @@ class HistogramSpec:
 
 def color_histogram(image: Image.Image, spec: HistogramSpec) -> np.ndarray:
     """Joint 3-D colour histogram of an RGB image, flattened and L1-normalised (float32, ``bins**3``)."""
-    thumb = image.copy()
-    thumb.thumbnail((HISTOGRAM_SIDE, HISTOGRAM_SIDE), Image.Resampling.BILINEAR)
+    factor = -(-max(image.size) // HISTOGRAM_SIDE)  # ceil: the longer side ends at most HISTOGRAM_SIDE
+    thumb = image.reduce(factor) if factor > 1 else image  # box-filter reduce: ~4x cheaper than a resize
     if spec.space == "hsv":
         thumb = thumb.convert("HSV")
     pixels = np.asarray(thumb, dtype=np.uint8).reshape(-1, 3)
@@ -76,8 +76,8 @@ def hash_from_int64(value: int) -> int:
 def model_input(image: Image.Image, size: int) -> np.ndarray:
     """What the embedding model sees: shorter side resized to ``size``, centre crop, (size, size, 3) uint8."""
     w, h = image.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    # one resize of the centre square (box=), instead of resizing everything and then cropping
+    square = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=3.0)
+    return np.asarray(square, dtype=np.uint8)

@@ -93,18 +93,17 @@ def _decode_with_limit(fp, settings: LoadSettings) -> LoadedImage:
             raise ImageLoadError(DECOMPRESSION_BOMB, f"{exc} (raise index.max_image_pixels to allow it)") from None
         except Exception as exc:  # header parsers raise many types on hostile input
             raise ImageLoadError(_failure_reason(exc), _describe(exc)) from None
-        try:
-            with img:
-                fmt = img.format or "?"
-                if img.width * img.height > settings.max_pixels:  # formats that skip Pillow's own check
-                    raise ImageLoadError(DECOMPRESSION_BOMB, f"{img.width}x{img.height} pixels exceeds index.max_image_pixels")
-                full_size = img.size
-                if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
-                    img.draft(img.mode, (settings.min_side, settings.min_side))
-                img.load()
-                oriented, turned = _apply_orientation(img)
-                rgb = _to_rgb(oriented)
-                width, height = (full_size[1], full_size[0]) if turned else full_size
+        try:  # no "with img": the returned image may be img itself, and closing it frees its pixels
+            fmt = img.format or "?"
+            if img.width * img.height > settings.max_pixels:  # formats that skip Pillow's own check
+                raise ImageLoadError(DECOMPRESSION_BOMB, f"{img.width}x{img.height} pixels exceeds index.max_image_pixels")
+            full_size = img.size
+            if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
+                img.draft(img.mode, (settings.min_side, settings.min_side))
+            img.load()
+            oriented, turned = _apply_orientation(img)
+            rgb = _to_rgb(oriented)
+            width, height = (full_size[1], full_size[0]) if turned else full_size
         except ImageLoadError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -134,6 +133,8 @@ def _apply_orientation(img: Image.Image) -> tuple[Image.Image, bool]:
     """
     try:
         orientation = img.getexif().get(ExifTags.Base.Orientation, 1)  # the value exif_transpose uses
+        if orientation not in (2, 3, 4, 5, 6, 7, 8):
+            return img, False  # exif_transpose would return a copy: a whole-image copy per file for nothing
         return ImageOps.exif_transpose(img), orientation in (5, 6, 7, 8)
     except Exception:  # a broken EXIF block must not cost the image; keep it unrotated
         return img, False
