@@ -286,9 +286,12 @@ def _worker_init(yield_to_model: bool) -> None:
     # Ctrl-C goes to the whole process group; the parent alone decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if yield_to_model:
-        # The CPU model is the bottleneck and its threads stall when decoders preempt them; decoding at a
-        # lower priority fills the cycles the model leaves idle instead of competing for them.
-        os.nice(10)
+        # The CPU model is the bottleneck and its threads stall when decoders preempt them: decode in the
+        # cycles the model leaves idle instead (SCHED_IDLE on Linux, the lowest nice level elsewhere).
+        if hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        else:
+            os.nice(19)
     # C decoders (libtiff) print warnings straight to fd 2; failures are recorded as skip reasons instead.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
