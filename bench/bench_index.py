@@ -48,7 +48,7 @@ def _bare_decode(paths: list[bytes], min_side: int) -> int:
     return len(paths)
 
 
-def bare_decode_rate(files: list[bytes], workers: int, min_side: int, chunk: int = 8) -> float:
+def bare_decode_rate(files: list[bytes], workers: int, min_side: int, chunk: int = 32) -> float:
     """Images/s of open + draft + convert in a process pool (pool start-up included, as in `index`)."""
     started = time.perf_counter()
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:

@@ -31,7 +31,7 @@ from .status import MODEL_ID_KEY
 from .store import ImageRecord, SkipRecord, Store
 
 PLAN_CHUNK = 256  # paths looked up in SQLite at a time
-JOB_SIZE = 8  # images per worker job
+JOB_SIZE = 32  # images per worker job (fewer, larger jobs: less IPC per image)
 DECODER_CRASH = "decoder_crash"
 
 
