@@ -78,7 +78,8 @@ class Run:
         self.stdout_path, self.stderr_path = tmp / f"{name}.out", tmp / f"{name}.err"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(cli(config, "index", "--quiet"), stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_default_sigint)
 
     def wait_for_rows(self, db: Path, at_least: int, timeout: float = 60) -> int:
         deadline = time.monotonic() + timeout
@@ -102,6 +103,11 @@ class Run:
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=30)
+
+
+def _default_sigint() -> None:
+    # A shell running the suite in the background hands SIGINT down as ignored; a user's Ctrl-C is not.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture

@@ -146,13 +146,14 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(config, tmp_path, monk
         return loss
 
     interrupted = config.with_overrides({"output.dir": tmp_path / "interrupted"})
+    handler_before = signal.getsignal(signal.SIGINT)
     monkeypatch.setattr(train_module._Trainer, "_step", step_then_ctrl_c)
     stopped = train_embeddings(interrupted)
     monkeypatch.undo()
     assert stopped.interrupted and stopped.epochs_done == 1
     saved = _state(interrupted.output.checkpoints_dir / "checkpoint.pt")["state"]
     assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (1, 1, 3)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
     resumed = train_embeddings(interrupted, resume=True)
     assert resumed.epochs_done == 2
