@@ -32,7 +32,7 @@ from PIL import Image
 
 from imagerec import loading
 from imagerec.config import load_config
-from imagerec.features import HISTOGRAM_SIDE, model_input
+from imagerec.features import decode_min_side, model_input
 from imagerec.indexer import index_collection
 from imagerec.model import Embedder, ModelSpec, load_model, select_device, write_random_model
 from imagerec.scan import scan_images
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace, workdir: Path | None = None) -> tuple[dict[str
         write_random_model(model_file, ModelSpec(image_size=args.image_size))
         config_path = write_config(tmp, root, args.workers, args.batch_size)
 
-        bare = bare_decode_rate(files, args.workers, HISTOGRAM_SIDE // 2)
+        bare = bare_decode_rate(files, args.workers, decode_min_side(None))
         plain, _ = index_rate(config_path, None)
         model_only = model_only_rate(model_file, files, args.batch_size, threads)
         embedded, _ = index_rate(config_path, model_file)

@@ -10,7 +10,6 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from imagerec.config import load_config
 from imagerec.indexer import index_collection

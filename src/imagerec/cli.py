@@ -193,22 +193,12 @@ def build_ann_command(ctx, threads) -> None:
     from .ann import build_ann
 
     config = _config(ctx).with_overrides({"ann.threads": threads})
-    bar = None
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(unit="vec", dynamic_ncols=True, desc="build-ann")
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    progress = _done_of_total_bar("vec", "build-ann") if sys.stderr.isatty() else None
     try:
         summary = build_ann(config, progress=progress)
     finally:
-        if bar is not None:
-            bar.close()
+        if progress is not None:
+            progress.close()
     m = summary.metadata
     click.echo(f"built {summary.path}: {m.count} images, dim {m.dim}, model {m.model_id}, "
                f"M={m.params['M']} ef_construction={m.params['ef_construction']} ef_search={m.params['ef_search']}, "
@@ -347,7 +337,7 @@ def evaluate(ctx, sample, labels_file, ks, as_json, output, tune_weights, grid_s
     if write_config is not None and not tune_weights:
         raise EvaluationError("--write-config needs --tune-weights")
     config = _config(ctx)
-    progress = _eval_progress() if sys.stderr.isatty() and not as_json else None
+    progress = _done_of_total_bar("query", "evaluate") if sys.stderr.isatty() and not as_json else None
     try:
         if near_duplicates:
             report = near_duplicate_benchmark(config, images=edits, seed=seed, progress=progress)
@@ -369,12 +359,13 @@ def evaluate(ctx, sample, labels_file, ks, as_json, output, tune_weights, grid_s
         click.echo(f"best weights written to {path} (query.w_*)", err=as_json)
 
 
-def _eval_progress():
+def _done_of_total_bar(unit: str, desc: str):
+    """A tqdm bar driven by ``progress(done, total)`` callbacks (the library's progress protocol)."""
     from tqdm import tqdm
 
     class _Bar:
         def __init__(self) -> None:
-            self.bar = tqdm(unit="query", dynamic_ncols=True, desc="evaluate")
+            self.bar = tqdm(unit=unit, dynamic_ncols=True, desc=desc)
 
         def __call__(self, done: int, total: int) -> None:
             self.bar.total = total

@@ -33,6 +33,11 @@ class HistogramSpec:
         return self.bins**3
 
 
+def decode_min_side(model_size: int | None) -> int:
+    """Smallest side a decoded image needs for the histogram, the hash and a ``model_size`` model input."""
+    return max(model_size or 0, HISTOGRAM_SIDE // 2)
+
+
 def color_histogram(image: Image.Image, spec: HistogramSpec) -> np.ndarray:
     """Joint 3-D colour histogram of an RGB image, flattened and L1-normalised (float32, ``bins**3``)."""
     factor = -(-max(image.size) // HISTOGRAM_SIDE)  # ceil: the longer side ends at most HISTOGRAM_SIDE

@@ -25,7 +25,7 @@ import numpy as np
 from . import loading
 from .config import Config
 from .errors import ImageLoadError, ImagerecError
-from .features import HISTOGRAM_SIDE, HistogramSpec, color_histogram, dhash, hash_to_int64, model_input
+from .features import HistogramSpec, color_histogram, decode_min_side, dhash, hash_to_int64, model_input
 from .scan import ScannedFile, ScanStats, count_images, scan_images
 from .status import MODEL_ID_KEY
 from .store import ImageRecord, SkipRecord, Store
@@ -50,6 +50,17 @@ class JobSettings:
     model_size: int | None
 
 
+def job_settings(config: Config, embedder) -> JobSettings:
+    """What a worker needs to decode ``config``'s images for ``embedder`` (None: no model input)."""
+    model_size = embedder.image_size if embedder else None
+    return JobSettings(
+        root=os.fsencode(config.data.image_root),
+        load=loading.LoadSettings.from_config(config.index, decode_min_side(model_size)),
+        histogram=HistogramSpec(config.features.histogram.space, config.features.histogram.bins),
+        model_size=model_size,
+    )
+
+
 @dataclass(slots=True)
 class Decoded:
     """A worker's output for one image: features, the model input, or the reason it failed."""
@@ -62,6 +73,8 @@ class Decoded:
     dhash: int = 0
     pixels: np.ndarray | None = None
     error: ImageLoadError | None = None
+    decode_s: float = 0.0  # worker time, summed into IndexSummary.stage_s
+    features_s: float = 0.0
 
 
 @dataclass
@@ -127,18 +140,8 @@ def index_collection(
         embedder = load_embedder(config)
     summary.model_id = embedder.model_id if embedder else None
     summary.model_missing = embedder is None
-    hist_spec = HistogramSpec(config.features.histogram.space, config.features.histogram.bins)
-    model_size = embedder.image_size if embedder else None
-    settings = JobSettings(
-        root=os.fsencode(root),
-        load=loading.LoadSettings(
-            formats=config.index.formats,
-            max_pixels=config.index.max_image_pixels,
-            min_side=max(model_size or 0, HISTOGRAM_SIDE // 2),
-        ),
-        histogram=hist_spec,
-        model_size=model_size,
-    )
+    settings = job_settings(config, embedder)
+    hist_spec = settings.histogram
     workers = config.index.workers or os.cpu_count() or 1
     bar = progress(count_images(root, follow_symlinks=config.index.follow_symlinks)) if progress else Progress()
 
@@ -147,7 +150,7 @@ def index_collection(
             store.set_meta(MODEL_ID_KEY, embedder.model_id)
         store.begin_scan()
         plan = _plan(store, root, config, hist_spec.key, summary.model_id, summary, bar)
-        writer = _BatchWriter(store, embedder, config.index.batch_size, hist_spec.key, summary, bar)
+        writer = BatchWriter(store, embedder, config.index.batch_size, hist_spec.key, summary, bar)
         scan_complete = False
         try:
             _run_jobs(plan, settings, workers, writer)
@@ -223,7 +226,7 @@ def _jobs(items: Iterator[WorkItem], size: int) -> Iterator[list[WorkItem]]:
         yield job
 
 
-def _run_jobs(plan: Iterator[WorkItem], settings: JobSettings, workers: int, writer: "_BatchWriter") -> None:
+def _run_jobs(plan: Iterator[WorkItem], settings: JobSettings, workers: int, writer: "BatchWriter") -> None:
     """Feed jobs to a process pool, at most a few in flight; hand results to the writer as they finish.
 
     If a decoder kills a worker process (a segfault in a C decoder), the pool is rebuilt and the
@@ -305,22 +308,26 @@ def decode_job(items: list[WorkItem], settings: JobSettings) -> list[Decoded]:
 
 def decode_one(item: WorkItem, settings: JobSettings) -> Decoded:
     path = os.path.join(settings.root, item.file.rel_path)
+    t0 = time.perf_counter()
     try:
         loaded = loading.load_image(path, settings.load, item.file.format_hint)
-        result = Decoded(item, loaded.width, loaded.height, loaded.format)
+        t1 = time.perf_counter()
+        result = Decoded(item, loaded.width, loaded.height, loaded.format, decode_s=t1 - t0)
         if not item.embedding_only:
             result.histogram = color_histogram(loaded.image, settings.histogram)
             result.dhash = hash_to_int64(dhash(loaded.image))
         if settings.model_size:
             result.pixels = model_input(loaded.image, settings.model_size)
+        result.features_s = time.perf_counter() - t1
         return result
     except ImageLoadError as exc:
-        return Decoded(item, error=exc)
+        return Decoded(item, error=exc, decode_s=time.perf_counter() - t0)
     except Exception as exc:  # a bug or an exotic failure must cost one image, not the run
-        return Decoded(item, error=ImageLoadError(loading.CORRUPT, f"{type(exc).__name__}: {exc}"[:300]))
+        error = ImageLoadError(loading.CORRUPT, f"{type(exc).__name__}: {exc}"[:300])
+        return Decoded(item, error=error, decode_s=time.perf_counter() - t0)
 
 
-class _BatchWriter:
+class BatchWriter:
     """Collects decoded images, embeds them a batch at a time, writes each batch in one transaction."""
 
     def __init__(self, store: Store, embedder, batch_size: int, hist_key: str, summary: IndexSummary, bar: Progress):
@@ -345,6 +352,8 @@ class _BatchWriter:
             self._write(batch)
 
     def _write(self, batch: list[Decoded]) -> None:
+        self.summary.stage_s["decode"] += sum(d.decode_s for d in batch)
+        self.summary.stage_s["features"] += sum(d.features_s for d in batch)
         good = [d for d in batch if d.error is None]
         vectors: np.ndarray | None = None
         if self.embedder is not None and good:

@@ -14,11 +14,15 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
+
+if TYPE_CHECKING:
+    from .config import IndexConfig
 
 # Skip reasons recorded in the store (stable strings: they are data).
 EMPTY_FILE = "empty_file"
@@ -39,6 +43,11 @@ class LoadSettings:
     formats: tuple[str, ...]
     max_pixels: int
     min_side: int
+
+    @classmethod
+    def from_config(cls, index: "IndexConfig", min_side: int) -> "LoadSettings":
+        """The allow-list and pixel limit of ``config.index``, decoding to at least ``min_side``."""
+        return cls(index.formats, index.max_image_pixels, min_side)
 
 
 @dataclass(slots=True)

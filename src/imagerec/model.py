@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
-from .errors import ModelFileError
+from .errors import ImagerecError, ModelFileError
 
 MODEL_FORMAT = "imagerec.embedding_model"
 FORMAT_VERSION = 1
@@ -129,20 +129,29 @@ def write_random_model(path: Path, spec: ModelSpec = ModelSpec(), seed: int = 0)
     return save_model(path, build_backbone(spec), spec, {"trainer": "random-init", "seed": seed})
 
 
+def load_tagged_payload(path: Path, fmt: str, max_version: int, error: type[ImagerecError], what: str, hint: str) -> dict[str, Any]:
+    """``torch.load`` (weights only) a dict this package wrote, checking its ``format`` tag and version.
+
+    Every failure is an ``error`` naming ``path`` and ``what`` it should have been, ending with ``hint``.
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found; {hint}") from None
+    except Exception as exc:
+        raise error(f"{path}: corrupt or not a {what} ({type(exc).__name__}); {hint}") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise error(f"{path}: not an imagerec {what}; {hint}")
+    if payload.get("format_version", 0) > max_version:
+        raise error(f"{path}: {what} format {payload['format_version']} is newer than this imagerec supports; upgrade imagerec")
+    return payload
+
+
 def load_model(path: Path) -> EmbeddingModel:
     """Load and verify a model file; raises ``ModelFileError`` with what to do on any problem."""
     path = Path(path)
     hint = "re-create it with 'train-embeddings'"
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: model file not found; create it with 'train-embeddings'") from None
-    except Exception as exc:
-        raise ModelFileError(f"{path}: corrupt or not a model file ({type(exc).__name__}); {hint}") from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ModelFileError(f"{path}: not an imagerec model file; {hint}")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model format {payload['format_version']} is newer than this imagerec supports; upgrade imagerec")
+    payload = load_tagged_payload(path, MODEL_FORMAT, FORMAT_VERSION, ModelFileError, "model file", hint)
     try:
         spec = ModelSpec.from_dict(payload["spec"])
         backbone = build_backbone(spec)

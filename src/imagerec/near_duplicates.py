@@ -204,7 +204,7 @@ def _exhaustive_ranks(rec: Recommender, copies: list[_Copy], weights: Weights) -
 
 def _load_full(config: Config, rel: bytes):
     """The original at full resolution (no draft reduction), through the same safe loader as ``index``."""
-    settings = loading.LoadSettings(config.index.formats, config.index.max_image_pixels, min_side=1 << 30)
+    settings = loading.LoadSettings.from_config(config.index, min_side=1 << 30)
     return loading.load_path(Path(os.fsdecode(absolute_path(config.data.image_root, rel))), settings).image
 
 

@@ -3,11 +3,10 @@
 * ``--mode query``: opens the collection (store, ANN index, model when needed) once, then runs the
   query ``repeat`` times; stages: decode, features, embed (external images only), ann_search,
   stale_merge, fetch (SQLite), rerank.
-* ``--mode index``: takes the first ``limit`` images of the scan and runs them through the index
-  stages in this process (the real ``loading.load_image``, ``features.*``, ``Embedder.embed`` and
-  ``Store.write_batch``, into a scratch database under ``output.dir/cache`` so the collection is not
-  touched); stages: decode, features, embed, store. (``index`` itself decodes in worker processes,
-  which cProfile in the parent cannot see; this runs the same functions in one process.)
+* ``--mode index``: takes the first ``limit`` images of the scan and runs them through the indexer's
+  own ``decode_one`` and ``BatchWriter`` in this process, into a scratch database under
+  ``output.dir/cache`` so the collection is not touched; stages: decode, features, embed, store.
+  (``index`` itself decodes in worker processes, which cProfile in the parent cannot see.)
 
 The ``.prof`` files go to ``output.dir/cache/profile_<mode>.prof``; ``python -m pstats FILE`` reads them.
 """
@@ -16,16 +15,15 @@ from __future__ import annotations
 
 import cProfile
 import io
-import os
 import pstats
 import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
+from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from .config import Config
 from .errors import ImagerecError
@@ -65,74 +63,42 @@ def profile_query(config: Config, *, images: Sequence[str] = (), ids: Sequence[i
 
 
 def profile_index(config: Config, *, limit: int = 200, top: int = 25, embedder=None) -> ProfileReport:
-    from . import loading
-    from .features import HISTOGRAM_SIDE, HistogramSpec, color_histogram, dhash, hash_to_int64, model_input
-    from .indexer import load_embedder
+    from .indexer import BatchWriter, IndexSummary, Progress, WorkItem, decode_one, job_settings, load_embedder
     from .scan import scan_images
-    from .store import ImageRecord, SkipRecord, Store
+    from .store import Store
 
     root = Path(config.data.image_root)
     if not root.is_dir():
         raise ImagerecError(f"data.image_root: {root} is not a folder")
     embedder = embedder if embedder is not None else load_embedder(config)
-    spec = HistogramSpec(config.features.histogram.space, config.features.histogram.bins)
-    model_size = embedder.image_size if embedder else None
-    settings = loading.LoadSettings(config.index.formats, config.index.max_image_pixels,
-                                    max(model_size or 0, HISTOGRAM_SIDE // 2))
-    files = []
-    for f in scan_images(root, follow_symlinks=config.index.follow_symlinks):
-        files.append(f)
-        if len(files) >= limit:
-            break
+    settings = job_settings(config, embedder)
+    files = list(islice(scan_images(root, follow_symlinks=config.index.follow_symlinks), limit))
     if not files:
         raise ImagerecError(f"{root}: no images to profile")
     scratch = config.output.cache_dir / "profile_index_scratch"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     out = config.output.cache_dir / "profile_index.prof"
-    stages: Counter = Counter()
+    summary = IndexSummary(model_id=embedder.model_id if embedder else None)
     profiler = cProfile.Profile()
     started = time.perf_counter()
     batch_size = config.index.batch_size
     try:
         with Store(scratch / "images.db") as store:
+            writer = BatchWriter(store, embedder, batch_size, settings.histogram.key, summary, Progress())
             profiler.enable()
             for start in range(0, len(files), batch_size):
-                records, skips, pixels = [], [], []
-                for f in files[start : start + batch_size]:
-                    t0 = time.perf_counter()
-                    try:
-                        loaded = loading.load_image(os.path.join(os.fsencode(root), f.rel_path), settings, f.format_hint)
-                    except loading.ImageLoadError as exc:
-                        skips.append(SkipRecord(f.rel_path, f.size, f.mtime_ns, exc.reason, exc.detail))
-                        stages["decode"] += time.perf_counter() - t0
-                        continue
-                    t1 = time.perf_counter()
-                    hist = color_histogram(loaded.image, spec)
-                    hval = hash_to_int64(dhash(loaded.image))
-                    if model_size:
-                        pixels.append(model_input(loaded.image, model_size))
-                    t2 = time.perf_counter()
-                    stages["decode"] += t1 - t0
-                    stages["features"] += t2 - t1
-                    records.append(ImageRecord(f.rel_path, f.size, f.mtime_ns, loaded.width, loaded.height, loaded.format, hist, spec.key, hval))
-                if embedder is not None and pixels:
-                    t0 = time.perf_counter()
-                    vectors = embedder.embed(np.stack(pixels))
-                    stages["embed"] += time.perf_counter() - t0
-                    for rec, vec in zip(records, vectors):
-                        rec.embedding, rec.model_id = vec, embedder.model_id
-                t0 = time.perf_counter()
-                store.write_batch(records, skips)
-                stages["store"] += time.perf_counter() - t0
+                writer.add([decode_one(WorkItem(f, None, embedding_only=False), settings) for f in files[start:start + batch_size]])
+            writer.flush()
             profiler.disable()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     total = time.perf_counter() - started
     n = len(files)
+    stages = {name: summary.stage_s[name] for name in ("decode", "features", "embed", "store") if name in summary.stage_s}
     header = (f"{n} images from {root} in one process (model {'none' if embedder is None else embedder.model_id}); "
               f"total wall time per stage (s), {n / max(sum(stages.values()), 1e-9):.1f} images/s:")
-    return _report(profiler, out, dict(stages), header, top, total)
+    return _report(profiler, out, stages, header, top, total)
 
 
 def _report(profiler: cProfile.Profile, out: Path, stages: dict[str, float], header: str, top: int, total: float) -> ProfileReport:

@@ -37,7 +37,7 @@ from . import loading, similarity
 from .ann import AnnIndex, load_ann
 from .config import Config
 from .errors import ImageLoadError, ImagerecError
-from .features import HISTOGRAM_SIDE, HistogramSpec, color_histogram, dhash, hash_to_int64, model_input
+from .features import HistogramSpec, color_histogram, decode_min_side, dhash, hash_to_int64, model_input
 from .status import MODEL_ID_KEY
 from .store import FeatureRows, Store, display_path
 
@@ -216,11 +216,7 @@ class Recommender:
         """Decode, compute features and embed ``path`` exactly as ``index`` does (``rel`` only labels it)."""
         embedder = self.embedder
         t0 = time.perf_counter()
-        settings = loading.LoadSettings(
-            formats=self.config.index.formats,
-            max_pixels=self.config.index.max_image_pixels,
-            min_side=max(embedder.image_size, HISTOGRAM_SIDE // 2),  # as indexer.index_collection
-        )
+        settings = loading.LoadSettings.from_config(self.config.index, decode_min_side(embedder.image_size))
         try:
             loaded = loading.load_path(path, settings)
         except ImageLoadError as exc:

@@ -58,7 +58,7 @@ def render_contact_sheet(response: QueryResponse, config: Config, output: str | 
     w = response.weights
     draw.text((PAD, 8), f"{n_q} query image(s), top {n_r}; weights embedding {w.embedding:.2f} color {w.color:.2f} "
                         f"phash {w.phash:.2f}", fill=(0, 0, 0), font=font)
-    settings = loading.LoadSettings(config.index.formats, config.index.max_image_pixels, thumb)
+    settings = loading.LoadSettings.from_config(config.index, thumb)
     root = config.data.image_root
 
     def cell(index: int, row_offset: int) -> tuple[int, int]:

@@ -39,7 +39,7 @@ from . import loading
 from .augment import AugmentSettings, SimCLRAugment
 from .config import Config
 from .errors import Interrupted, TrainError
-from .model import ModelSpec, atomic_torch_save, build_backbone, save_model, select_device
+from .model import ModelSpec, atomic_torch_save, build_backbone, load_tagged_payload, save_model, select_device
 from .retrieval_metrics import retrieval_scores
 from .scan import ScannedFile, scan_images
 from .simclr import NTXentLoss, ProjectionHead
@@ -240,7 +240,7 @@ def _prepare_data(config: Config, progress: bool, say: Callable[[str], None]) ->
     files = select_files(config)
     if len(files) < 2:
         raise TrainError(f"found {len(files)} image(s) under {config.data.image_root}; training needs at least 2")
-    load = loading.LoadSettings(formats=config.index.formats, max_pixels=config.index.max_image_pixels, min_side=tc.image_size)
+    load = loading.LoadSettings.from_config(config.index, tc.image_size)
     bar = _bar(progress, len(files), "decoding (once)")
     try:
         cache = open_or_build_cache(Path(config.data.image_root), files, tc.image_size, config.output.cache_dir, load,
@@ -487,16 +487,8 @@ class _Trainer:
 
 def _load_checkpoint(path: Path, compat: dict[str, Any], backbone: nn.Module, head: nn.Module, optimizer, scheduler,
                      augment_gen: torch.Generator) -> _RunState:
-    if not path.exists():
-        raise TrainError(f"no checkpoint at {path}; start without --resume")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainError(f"{path}: corrupt checkpoint ({type(exc).__name__}); start without --resume") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(f"{path}: not an imagerec training checkpoint; start without --resume")
-    if payload.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise TrainError(f"{path}: checkpoint format is newer than this imagerec; upgrade imagerec")
+    payload = load_tagged_payload(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, TrainError, "training checkpoint",
+                                  "start without --resume")
     saved = payload["compat"]
     changed = [k for k in compat if saved.get(k) != compat[k]]
     if changed:

@@ -117,7 +117,7 @@ def _draw_thumbnails(ax, xy: np.ndarray, paths: list[bytes], config: Config) -> 
     from . import loading
     from .scan import image_extensions
 
-    settings = loading.LoadSettings(config.index.formats, config.index.max_image_pixels, THUMB_PX)
+    settings = loading.LoadSettings.from_config(config.index, THUMB_PX)
     extensions = image_extensions()
     ax.scatter(xy[:, 0], xy[:, 1], s=0)  # sets the data limits
     for (x, y), rel in zip(xy, paths):
