@@ -44,7 +44,7 @@ def source_collection(db: Path | None) -> Path:
     out = OUT / "caltech101"
     if (out / "images.db").exists() and (out / "embedding_model.pt").exists():
         return out
-    from imagerec.model import ModelSpec, write_random_model
+    from imagerec.embed.files import ModelSpec, write_random_model
 
     out.mkdir(parents=True, exist_ok=True)
     write_random_model(out / "embedding_model.pt", ModelSpec(image_size=96), seed=0)
@@ -57,8 +57,8 @@ def source_collection(db: Path | None) -> Path:
 
 def make_store(src: Path, n: int, dest: Path, noise: float, seed: int) -> tuple[Path, int]:
     """Write an N-row store: the real rows, then noisy copies. Returns (config path, real row count)."""
-    from imagerec.status import MODEL_ID_KEY
-    from imagerec.store import ImageRecord, Store
+    from imagerec.tools.status import MODEL_ID_KEY
+    from imagerec.store.sqlite import ImageRecord, Store
 
     cfg = dest / "config.yaml"
     if (dest / "images.db").exists() and cfg.exists():
@@ -146,17 +146,17 @@ def main() -> None:
 def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, float], str]:
     """Store of ``args.n`` rows from ``src`` at ``dest``, build-ann, recall and latency: (figures, markdown)."""
     from imagerec.config import load_config
-    from imagerec.query import Recommender, Weights, score_candidates
-    from imagerec.store import Store
+    from imagerec.search.recommender import Recommender, Weights, score_candidates
+    from imagerec.store.sqlite import Store
 
     cfg_path, real_rows = make_store(src, args.n, dest, args.noise, args.seed)
     config = load_config(cfg_path)
     log("building the ANN index (imagerec build-ann)")
     build_s, build_rss = build(cfg_path)
-    size_mb = config.output.ann_path.stat().st_size / 1e6
+    size_mb = config.output.layout.ann_file('ann_hnsw.bin').stat().st_size / 1e6
     rng = np.random.default_rng(args.seed + 1)
 
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         model_id = store.get_meta("model_id")
         all_rows = list(store.iter_features(model_id, chunk_size=50_000))
     ids = np.concatenate([r.ids for r in all_rows])
@@ -220,15 +220,15 @@ def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, floa
     out = []
     out.append(f"\n## ANN + query benchmark, N = {args.n:,} (dim 512; {real_rows:,} real Caltech-101 embeddings + "
           f"{args.n - real_rows:,} synthetic near them, noise {args.noise}× per-dim std)\n")
-    out.append(f"FAISS IndexHNSWFlat M={config.ann.M}, ef_construction={config.ann.ef_construction}, "
-          f"ef_search={config.ann.ef_search}; candidates = max({config.query.candidates}, {config.query.candidates_per_k}·k); "
+    out.append(f"FAISS IndexHNSWFlat M={config.ann.hnsw.M}, ef_construction={config.ann.hnsw.ef_construction}, "
+          f"ef_search={config.ann.hnsw.ef_search}; candidates = max({config.query.candidates}, {config.query.candidates_per_k}·k); "
           f"{os.cpu_count()} CPU cores\n")
     out.append("| metric | value | target |\n|---|---|---|")
     out.append(f"| build-ann wall time | {build_s:.1f} s | |")
     out.append(f"| build-ann peak RSS (child process) | {build_rss:.0f} MiB | |")
     out.append(f"| index file | {size_mb:.0f} MB | |")
     out.append(f"| index load (checks + read) | {load_s * 1000:.0f} ms | |")
-    out.append(f"| recall@10 vs exact, ef_search={config.ann.ef_search}, {len(query_ids)} queries | {recall:.4f} | ≥ 0.99 |")
+    out.append(f"| recall@10 vs exact, ef_search={config.ann.hnsw.ef_search}, {len(query_ids)} queries | {recall:.4f} | ≥ 0.99 |")
     out.append(f"| query --id p50 / p95 (k=10) | {p50:.2f} / {p95:.2f} ms | p50 ≤ 10 ms |")
     out.append(f"|   of which ANN search / SQLite fetch / re-rank (p50) | {pct(ann_s, 50):.2f} / {pct(fetch_s, 50):.2f} / {pct(rerank_s, 50):.2f} ms | |")
     out.append(f"| exact brute-force fusion of all rows, p50 ({len(brute)} queries) | {b50:.1f} ms | |")
@@ -241,7 +241,7 @@ def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, floa
     if args.compare:
         vectors = np.concatenate([r.embeddings for r in all_rows])
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        compare_libraries(vectors, qv, ids, truth, config.ann.M, config.ann.ef_construction)
+        compare_libraries(vectors, qv, ids, truth, config.ann.hnsw.M, config.ann.hnsw.ef_construction)
 
     figures = {"recall@10": recall, "query_p50_ms": p50, "brute_p50_ms": b50, "speedup": b50 / p50,
                "external_p50_ms": pct(ext, 50), "build_s": build_s, "build_rss_mib": build_rss, "index_mb": size_mb,

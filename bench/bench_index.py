@@ -30,12 +30,12 @@ import psutil
 import yaml
 from PIL import Image
 
-from imagerec import loading
+from imagerec.data import loading
 from imagerec.config import load_config
-from imagerec.features import decode_min_side, model_input
-from imagerec.indexer import index_collection
-from imagerec.model import Embedder, ModelSpec, load_model, select_device, write_random_model
-from imagerec.scan import scan_images
+from imagerec.data.features import decode_min_side, model_input
+from imagerec.indexing.run import index_collection
+from imagerec.embed.files import Embedder, ModelSpec, load_model, select_device, write_random_model
+from imagerec.data.scan import scan_images
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101" / "101_ObjectCategories"
 
@@ -73,7 +73,7 @@ def index_rate(config_path: Path, model_file: Path | None) -> tuple[float, int]:
     shutil.rmtree(config.output.dir, ignore_errors=True)
     config.output.dir.mkdir(parents=True)
     if model_file:
-        shutil.copy(model_file, config.output.model_path)
+        shutil.copy(model_file, config.output.layout.model)
     summary = index_collection(config)
     return summary.processed / summary.elapsed_s, summary.processed
 
@@ -186,7 +186,7 @@ def peak_rss(config_path: Path, model_file: Path) -> tuple[float, float]:
     config = load_config(config_path)
     shutil.rmtree(config.output.dir, ignore_errors=True)
     config.output.dir.mkdir(parents=True)
-    shutil.copy(model_file, config.output.model_path)
+    shutil.copy(model_file, config.output.layout.model)
     proc_args = [sys.executable, "-m", "imagerec", "--config", str(config_path), "index", "--quiet"]
     proc = subprocess.Popen(proc_args, stdout=subprocess.DEVNULL)
     handle = psutil.Process(proc.pid)

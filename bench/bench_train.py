@@ -49,8 +49,8 @@ def main() -> None:
 def run(args: argparse.Namespace) -> tuple[dict[str, float], str]:
     """Raw step ceiling before and after the real training loop: (figures, markdown report)."""
     from imagerec.config import Config
-    from imagerec.model import select_device
-    from imagerec.train import train_embeddings
+    from imagerec.embed.files import select_device
+    from imagerec.train.run import train_embeddings
 
     device = select_device(args.device)
     threads = args.threads or os.cpu_count() or 1
@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], str]:
 
 def raw_step_ceiling(args, device: torch.device, channels_last: bool) -> float:
     """Images/s of the bare SimCLR step on random views already on the device."""
-    from imagerec.model import ModelSpec, build_backbone
-    from imagerec.simclr import NTXentLoss, ProjectionHead
-    from imagerec.train import _make_optimizer
+    from imagerec.embed.files import ModelSpec, build_backbone
+    from imagerec.train.simclr import NTXentLoss, ProjectionHead
+    from imagerec.train.run import _make_optimizer
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)

@@ -37,8 +37,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
-    from imagerec.model import Embedder, ModelSpec, load_model, select_device, write_random_model
-    from imagerec.retrieval_metrics import retrieval_scores
+    from imagerec.embed.files import Embedder, ModelSpec, load_model, select_device, write_random_model
+    from imagerec.eval.metrics import retrieval_scores
 
     rel_paths = [p for p in (args.data / args.split).read_text().split() if p.split("/", 1)[0] not in EXCLUDED]
     if args.limit and args.limit < len(rel_paths):  # an even spread over the classes, not the first few
@@ -86,10 +86,10 @@ def decode_all(root: Path, rel_paths: list[str], sizes: list[int], workers: int)
 
 
 def _decode_chunk(chunk: list[str], job):
-    from imagerec import loading
+    from imagerec.data import loading
     from imagerec.config import DEFAULT_FORMATS
     from imagerec.errors import ImageLoadError
-    from imagerec.features import HistogramSpec, color_histogram, model_input
+    from imagerec.data.features import HistogramSpec, color_histogram, model_input
 
     root, sizes = job
     settings = loading.LoadSettings(DEFAULT_FORMATS, 178_956_970, max(max(sizes), 64))

@@ -62,7 +62,7 @@ def write_config(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory) -> Path:
     """A randomly initialised model file at a small input size (shared, read-only)."""
-    from imagerec.model import ModelSpec, write_random_model
+    from imagerec.embed.files import ModelSpec, write_random_model
 
     path = tmp_path_factory.mktemp("model") / "embedding_model.pt"
     write_random_model(path, ModelSpec(image_size=TINY_MODEL_SIZE), seed=0)

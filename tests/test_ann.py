@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from ann_support import index_and_build, run_cli, sample_collection, write_collection_config
-from imagerec import ann
-from imagerec.ann import AnnIndexError, build_ann, load_ann, read_metadata
-from imagerec.features import HistogramSpec
-from imagerec.status import ann_metadata_path, collection_status
-from imagerec.store import ImageRecord, Store
+from imagerec.ann import hnsw as ann
+from imagerec.ann.hnsw import AnnIndexError, build_ann, load_ann, read_metadata
+from imagerec.data.features import HistogramSpec
+from imagerec.tools.status import ann_metadata_path, collection_status
+from imagerec.store.sqlite import ImageRecord, Store
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def _exact_top(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
 def test_build_metadata_and_labels(sample):
     config = sample.config()
     meta = read_metadata(config)
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         model_id = store.get_meta("model_id")
         ids = store.embedding_ids(model_id)
         assert meta.count == len(ids) == 300
@@ -47,8 +47,8 @@ def test_build_metadata_and_labels(sample):
         assert meta.data_version == store.data_version
     assert meta.model_id == model_id and meta.dim == 512 and meta.metric == "inner_product"
     assert meta.library == "faiss" and meta.library_version
-    assert meta.params["M"] == config.ann.M and meta.params["ef_construction"] == config.ann.ef_construction
-    assert meta.file_size == config.output.ann_path.stat().st_size and len(meta.file_sha256) == 64
+    assert meta.params["M"] == config.ann.hnsw.M and meta.params["ef_construction"] == config.ann.hnsw.ef_construction
+    assert meta.file_size == config.output.layout.ann_file('ann_hnsw.bin').stat().st_size and len(meta.file_sha256) == 64
     index = load_ann(config, model_id=model_id, dim=512)
     assert np.array_equal(np.sort(index.labels()), ids)  # labels are image ids
     report = collection_status(config)
@@ -57,7 +57,7 @@ def test_build_metadata_and_labels(sample):
 
 def test_recall_against_numpy_exact(sample):
     config = sample.config()
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         model_id = store.get_meta("model_id")
         ids, vectors = next(store.iter_embeddings(model_id, chunk_size=10_000))
     index = load_ann(config, model_id=model_id)
@@ -75,7 +75,7 @@ def test_recall_on_clustered_vectors(tmp_path):
     vectors = centres[rng.integers(0, 30, 3000)] + 0.6 * rng.normal(size=(3000, 512)).astype(np.float32)
     config = _synthetic_store(tmp_path, vectors)
     build_ann(config)
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         ids, stored = next(store.iter_embeddings("synthetic", chunk_size=10_000))
     index = load_ann(config, model_id="synthetic")
     queries = stored[::15] / np.linalg.norm(stored[::15], axis=1, keepdims=True)
@@ -91,7 +91,7 @@ def _synthetic_store(tmp_path, vectors: np.ndarray, chunk: int = 1000):
                                     "ann": {"threads": 2, "build_chunk": chunk}})
     spec = HistogramSpec()
     hist = np.full(spec.size, 1.0 / spec.size, dtype=np.float32)
-    with Store(config.output.db_path) as store:
+    with Store(config.output.layout.db) as store:
         store.set_meta("model_id", "synthetic")
         records = [ImageRecord(f"img{i:05d}.jpg".encode(), 1, 1, 8, 8, "JPEG", hist, spec.key, i, v, "synthetic")
                    for i, v in enumerate(vectors)]
@@ -103,7 +103,7 @@ def _synthetic_store(tmp_path, vectors: np.ndarray, chunk: int = 1000):
 @pytest.mark.parametrize("damage", ["truncate", "wrong_model", "wrong_dim", "wrong_metric", "flip_bytes", "bad_json", "no_meta"])
 def test_damaged_index_is_refused(sample, tmp_path, damage):
     config = _copy_collection(sample, tmp_path)
-    path, meta_path = config.output.ann_path, ann_metadata_path(config)
+    path, meta_path = config.output.layout.ann_file('ann_hnsw.bin'), ann_metadata_path(config)
     meta = json.loads(meta_path.read_text())
     if damage == "truncate":
         with open(path, "r+b") as fh:
@@ -131,7 +131,7 @@ def test_damaged_index_is_refused(sample, tmp_path, damage):
 def test_corrupt_index_via_cli_is_one_line_error_not_a_crash(sample, tmp_path):
     """Even an index whose metadata checksum was 'fixed up' must not crash the process (subprocess)."""
     config = _copy_collection(sample, tmp_path)
-    path, meta_path = config.output.ann_path, ann_metadata_path(config)
+    path, meta_path = config.output.layout.ann_file('ann_hnsw.bin'), ann_metadata_path(config)
     raw = bytearray(path.read_bytes())
     raw[100:4000] = os.urandom(3900)  # header and the start of the graph
     path.write_bytes(bytes(raw))
@@ -154,7 +154,7 @@ def test_corrupt_index_via_cli_is_one_line_error_not_a_crash(sample, tmp_path):
 
 def test_no_index_yet(sample, tmp_path):
     config = _copy_collection(sample, tmp_path)
-    config.output.ann_path.unlink()
+    config.output.layout.ann_file('ann_hnsw.bin').unlink()
     ann_metadata_path(config).unlink()
     with pytest.raises(AnnIndexError, match="no ANN index yet.*build-ann"):
         load_ann(config, model_id=None)
@@ -175,7 +175,7 @@ def test_failed_write_keeps_previous_index(sample, tmp_path, monkeypatch):
     """The new index's temp file is complete and fsynced, then the write fails (disk full): old index stays."""
     config = _copy_collection(sample, tmp_path)
     before = read_metadata(config)
-    before_bytes = config.output.ann_path.read_bytes()
+    before_bytes = config.output.layout.ann_file('ann_hnsw.bin').read_bytes()
     real_fsync = ann._fsync_file
     written = []
 
@@ -189,7 +189,7 @@ def test_failed_write_keeps_previous_index(sample, tmp_path, monkeypatch):
         build_ann(config)
     monkeypatch.undo()
     assert written and written[0] > 0
-    assert read_metadata(config) == before and config.output.ann_path.read_bytes() == before_bytes
+    assert read_metadata(config) == before and config.output.layout.ann_file('ann_hnsw.bin').read_bytes() == before_bytes
     assert load_ann(config, model_id=before.model_id).count == before.count
     assert not [p for p in config.output.dir.iterdir() if p.name.endswith(".tmp")]
 
@@ -198,7 +198,7 @@ def test_build_on_empty_collection_is_refused(tmp_path, make_image, tiny_model_f
     root = tmp_path / "images"
     root.mkdir()
     collection = write_collection_config(tmp_path, root, tiny_model_file)
-    from imagerec.indexer import index_collection
+    from imagerec.indexing.run import index_collection
 
     index_collection(collection.config())
     with pytest.raises(AnnIndexError, match="no embeddings"):
@@ -208,7 +208,7 @@ def test_build_on_empty_collection_is_refused(tmp_path, make_image, tiny_model_f
 
 
 def test_stale_index_finds_new_images_and_hides_removed(tmp_path, make_image, tiny_model_file):
-    from imagerec.query import run_query
+    from imagerec.search.recommender import run_query
 
     root = tmp_path / "images"
     for i in range(12):
@@ -216,16 +216,16 @@ def test_stale_index_finds_new_images_and_hides_removed(tmp_path, make_image, ti
     collection = write_collection_config(tmp_path, root, tiny_model_file)
     index_and_build(collection)
     config = collection.config()
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         removed_id = store.find_by_path(b"a/img03.png")
         query_id = store.find_by_path(b"a/img00.png")
     (root / "a" / "img03.png").unlink()
     shutil.copy(root / "a" / "img00.png", root / "b_copy.png")  # new image, identical to the query
     make_image(root / "c" / "new.png", size=(40, 40), seed=99)
-    from imagerec.indexer import index_collection
+    from imagerec.indexing.run import index_collection
 
     index_collection(config)
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         copy_id = store.find_by_path(b"b_copy.png")
         new_id = store.find_by_path(b"c/new.png")
     assert collection_status(config).ann["state"] == "stale"

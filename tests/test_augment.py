@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imagerec.augment import AugmentSettings, SimCLRAugment
+from imagerec.train.augment import AugmentSettings, SimCLRAugment
 
 OFF = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
 
@@ -87,7 +87,7 @@ def test_rejects_wrong_layout():
 
 def test_blur_paths_agree():
     # The CPU path blurs a subset; the accelerator path gives the others an identity kernel. Same result.
-    from imagerec.augment import _gaussian_blur
+    from imagerec.train.augment import _gaussian_blur
 
     x = _batch(n=4).float() / 255
     sigma = torch.tensor([0.8, 1e-3, 1.5, 1e-3])

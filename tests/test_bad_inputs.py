@@ -20,7 +20,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from imagerec.config import load_config
-from imagerec.indexer import index_collection
+from imagerec.indexing.run import index_collection
 
 ALLOWED = {"JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"}  # config.DEFAULT_FORMATS, restated on purpose
 KNOWN_REASONS = {"empty_file", "format_not_allowed", "unidentified", "decompression_bomb", "truncated", "corrupt"}

@@ -24,7 +24,7 @@ from PIL import Image
 
 from conftest import SAMPLE_DIR
 from imagerec.cli import cli
-from imagerec.model import ModelSpec, write_random_model
+from imagerec.embed.files import ModelSpec, write_random_model
 
 SCRIPT = Path(sys.executable).with_name("imagerec")  # the console script installed beside the venv's python
 ENTRY_POINTS = {"python -m imagerec": [sys.executable, "-m", "imagerec"], "imagerec": [str(SCRIPT)]}

@@ -74,11 +74,11 @@ def test_defaults_and_derived_output_paths(tmp_path):
     assert config.index.formats == DEFAULT_FORMATS and config.index.follow_symlinks is False
     assert config.features.histogram.space == "rgb" and config.features.histogram.bins == 8
     out = (tmp_path / "out").resolve()
-    assert config.output.db_path.resolve() == out / "images.db"
-    assert config.output.model_path.resolve() == out / "embedding_model.pt"
-    assert config.output.ann_path.resolve() == out / "ann_hnsw.bin"
-    assert config.output.cache_dir.resolve() == out / "cache"
-    assert config.output.checkpoints_dir.resolve() == out / "checkpoints"
+    assert config.output.layout.db.resolve() == out / "images.db"
+    assert config.output.layout.model.resolve() == out / "embedding_model.pt"
+    assert config.output.layout.ann_file('ann_hnsw.bin').resolve() == out / "ann_hnsw.bin"
+    assert config.output.layout.cache_dir.resolve() == out / "cache"
+    assert config.output.layout.checkpoints_dir.resolve() == out / "checkpoints"
 
 
 def test_values_are_read(tmp_path, write_config):

@@ -23,7 +23,7 @@ import yaml
 from PIL import Image
 
 from conftest import SAMPLE_DIR
-from imagerec.model import load_model
+from imagerec.embed.files import load_model
 
 N_SAMPLE = 300
 HIST_BYTES = 8**3 * 4  # default 8x8x8 float32 histogram

@@ -14,11 +14,11 @@ import pytest
 
 from ann_support import SAMPLE_DIR, index_and_build, run_cli, write_collection_config
 from imagerec.config import load_config
-from imagerec.evaluate import TuneSettings, evaluate, simplex_grid
-from imagerec.near_duplicates import EDITS, near_duplicate_benchmark
-from imagerec.query import Weights
-from imagerec.retrieval_metrics import rank_by_score, ranked_metrics
-from imagerec.store import Store
+from imagerec.eval.retrieval import TuneSettings, evaluate, simplex_grid
+from imagerec.eval.near_duplicates import EDITS, near_duplicate_benchmark
+from imagerec.search.recommender import Weights
+from imagerec.eval.metrics import rank_by_score, ranked_metrics
+from imagerec.store.sqlite import Store
 
 CLASSES = ("Leopards", "car_side", "sunflower")
 PER_CLASS = 20
@@ -88,7 +88,7 @@ def collection(tmp_path_factory, tiny_model_file):
 
 def _independent(config, weights: Weights, query_ids=None):
     """P@k, R@k and mAP of each signal, leave-one-out, computed here from the raw stored rows."""
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         model_id = store.get_meta("model_id")
         rows = store.get_images(store.embedding_ids(model_id).tolist(), model_id)
     ids = np.array([r.id for r in rows])
@@ -100,9 +100,9 @@ def _independent(config, weights: Weights, query_ids=None):
     signals = {
         "embedding": emb @ emb.T,
         "color": roots @ roots.T,  # Bhattacharyya: sum sqrt(p q) = sqrt(p) . sqrt(q)
-        "phash": np.array([[1 - (a ^ b).bit_count() / 64 for b in hashes] for a in hashes]),
+        "dhash": np.array([[1 - (a ^ b).bit_count() / 64 for b in hashes] for a in hashes]),
     }
-    signals["fused"] = weights.embedding * signals["embedding"] + weights.color * signals["color"] + weights.phash * signals["phash"]
+    signals["fused"] = weights.embedding * signals["embedding"] + weights.color * signals["color"] + weights.dhash * signals["dhash"]
     out = {}
     for name, matrix in signals.items():
         per = {k: [] for k in ("p@1", "p@5", "p@10", "r@1", "r@5", "r@10", "map")}
@@ -130,8 +130,8 @@ def test_cli_json_matches_independent_computation(collection):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["n_queries"] == report["n_items"] == 3 * PER_CLASS and report["n_groups"] == 3
-    assert report["weights"] == pytest.approx({"embedding": 0.7, "color": 0.2, "phash": 0.1})
-    assert set(report["signals"]) == {"embedding", "color", "phash", "fused"}
+    assert report["weights"] == pytest.approx({"embedding": 0.7, "color": 0.2, "dhash": 0.1})
+    assert set(report["signals"]) == {"embedding", "color", "dhash", "fused"}
     assert 0.99 <= report["ann_recall@10"] <= 1.0  # HNSW over 60 vectors with ef_search 256 is exact
     expected = _independent(collection.config(), Weights.of(0.7, 0.2, 0.1))
     for signal, metrics in expected.items():
@@ -163,7 +163,7 @@ def test_sample_labels_file_and_markdown(collection, tmp_path):
 def test_tune_weights_on_simplex_and_not_worse_than_defaults(collection):
     report = evaluate(collection.config(), tune=TuneSettings(step=0.05, metric="map"))
     t = report.tuning
-    best = np.array([t.best.embedding, t.best.color, t.best.phash])
+    best = np.array([t.best.embedding, t.best.color, t.best.dhash])
     assert best.sum() == pytest.approx(1.0) and np.allclose(best * 20, np.round(best * 20), atol=1e-9)
     assert t.grid_points == 231 and t.val_queries + t.test_queries == 60 and t.val_queries == 30
     assert t.validation["best"]["map"] >= t.validation["configured"]["map"] - 1e-12
@@ -181,8 +181,8 @@ def test_write_config_keeps_other_keys(collection, tmp_path):
     best = json.loads(proc.stdout)["tuning"]["best_weights"]
     written = load_config(target)
     original = collection.config()
-    assert (written.query.w_embedding, written.query.w_color, written.query.w_phash) == pytest.approx(
-        (best["embedding"], best["color"], best["phash"]))
+    assert (written.query.w_embedding, written.query.w_color, written.query.w_dhash) == pytest.approx(
+        (best["embedding"], best["color"], best["dhash"]))
     assert written.data.image_root == original.data.image_root and written.output.dir == original.output.dir
     assert written.index.workers == original.index.workers == 2 and written.ann.threads == 2
     assert sum(best.values()) == pytest.approx(1.0) and all(round(v * 4, 9).is_integer() for v in best.values())
@@ -191,18 +191,18 @@ def test_write_config_keeps_other_keys(collection, tmp_path):
 def test_near_duplicates_leave_collection_untouched(collection):
     config = collection.config()
     files_before = sorted(p for p in collection.root.rglob("*"))
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         count_before, version_before = store.count_images(), store.data_version
     scratch = set(Path(tempfile.gettempdir()).glob("imagerec-near-duplicates-*"))
     report = near_duplicate_benchmark(config, images=3, seed=1)
     assert report.images == 3 and report.copies == 3 * len(EDITS) and not report.skipped
-    assert report.accuracy["jpeg20-30"]["phash"]["top1"] == 1.0
-    assert report.accuracy["hflip"]["phash"]["top1"] < 1.0  # dHash is not mirror-invariant: the ranks are real
+    assert report.accuracy["jpeg20-30"]["dhash"]["top1"] == 1.0
+    assert report.accuracy["hflip"]["dhash"]["top1"] < 1.0  # dHash is not mirror-invariant: the ranks are real
     for edit in report.accuracy.values():
         for signal in edit.values():
             assert 0.0 <= signal["top1"] <= signal["top5"] <= 1.0
     assert sorted(p for p in collection.root.rglob("*")) == files_before
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         assert (store.count_images(), store.data_version) == (count_before, version_before)
     assert set(Path(tempfile.gettempdir()).glob("imagerec-near-duplicates-*")) == scratch  # copies removed
 
@@ -240,7 +240,7 @@ def test_cli_near_duplicates_needs_no_labels(flat_collection):
     result = json.loads(proc.stdout)["near_duplicates"]
     assert result["images"] == 2 and result["copies"] == 2 * len(EDITS)
     assert set(result["edits"]) == {e.name for e in EDITS}
-    assert set(result["edits"]["crop10"]) == {"embedding", "color", "phash", "fused", "query"}
+    assert set(result["edits"]["crop10"]) == {"embedding", "color", "dhash", "fused", "query"}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -257,8 +257,8 @@ def test_cli_errors_bad_options(collection, args, message):
 def test_cli_error_without_ann_index(collection, tmp_path):
     config = collection.config()
     base = tmp_path / "noann"
-    coll = write_collection_config(base, collection.root, config.output.model_path)
-    shutil.copy(config.output.db_path, coll.out / "images.db")
+    coll = write_collection_config(base, collection.root, config.output.layout.model)
+    shutil.copy(config.output.layout.db, coll.out / "images.db")
     proc = run_cli(coll.config_path, "evaluate")
     assert proc.returncode != 0 and "build-ann" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagerec.features import (
+from imagerec.data.features import (
     HISTOGRAM_SIDE,
     HistogramSpec,
     color_histogram,
@@ -21,7 +21,7 @@ from imagerec.features import (
     joint_histogram,
     model_input,
 )
-from imagerec.similarity import hamming_distance, histogram_intersection
+from imagerec.search.similarity import hamming_distance, histogram_intersection
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample" / "caltech101-mini"
 ALL_ONES = (1 << 64) - 1

@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 
 from conftest import SAMPLE_DIR, TINY_MODEL_SIZE
-from imagerec import loading
+from imagerec.data import loading
 from imagerec.config import load_config
-from imagerec.features import HISTOGRAM_SIDE, model_input
-from imagerec.indexer import Progress, index_collection
-from imagerec.model import Embedder, ModelSpec, load_model, write_random_model
+from imagerec.data.features import HISTOGRAM_SIDE, model_input
+from imagerec.indexing.run import Progress, index_collection
+from imagerec.embed.files import Embedder, ModelSpec, load_model, write_random_model
 
 BINS = 8  # the default joint RGB histogram: 8x8x8 cells
 SOLID = {  # file name -> colour; chosen mid-bin so the expected cell is unambiguous
@@ -83,7 +83,7 @@ def bump_mtime(path: Path, seconds: int = 10) -> None:
 
 def install_model(model_file: Path, config) -> None:
     config.output.dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(model_file, config.output.model_path)
+    shutil.copy(model_file, config.output.layout.model)
 
 
 def histogram(blob: bytes) -> np.ndarray:
@@ -124,7 +124,7 @@ class CountingProgress(Progress):
 
 def test_first_run_indexes_all_and_rerun_decodes_nothing(collection, config_for):
     config = config_for(collection)
-    db = config.output.db_path
+    db = config.output.layout.db
     expected_paths = files_under(collection)
     bars = []
 
@@ -166,7 +166,7 @@ def test_first_run_indexes_all_and_rerun_decodes_nothing(collection, config_for)
 
 def test_modified_file_is_updated_in_place(collection, config_for, make_image):
     config = config_for(collection)
-    db = config.output.db_path
+    db = config.output.layout.db
     index_collection(config)
     before = rows(db)
     target = collection / "solid/red.png"
@@ -198,7 +198,7 @@ def test_modified_file_is_updated_in_place(collection, config_for, make_image):
 
 def test_deleted_file_is_removed_and_new_file_added(collection, config_for, make_image):
     config = config_for(collection)
-    db = config.output.db_path
+    db = config.output.layout.db
     index_collection(config)
     before = rows(db)
     gone = collection / "noise/n2.png"
@@ -224,7 +224,7 @@ def test_deleted_file_is_removed_and_new_file_added(collection, config_for, make
 
 def test_model_arrival_and_change_recompute_only_embeddings(collection, config_for, tiny_model_file):
     config = config_for(collection)
-    db = config.output.db_path
+    db = config.output.layout.db
     n = len(files_under(collection))
 
     no_model = index_collection(config)
@@ -246,7 +246,7 @@ def test_model_arrival_and_change_recompute_only_embeddings(collection, config_f
     again = index_collection(config)
     assert again.processed == 0 and again.unchanged == n
 
-    new_id = write_random_model(config.output.model_path, ModelSpec(image_size=TINY_MODEL_SIZE), seed=1)
+    new_id = write_random_model(config.output.layout.model, ModelSpec(image_size=TINY_MODEL_SIZE), seed=1)
     assert new_id != tiny_id
     changed = index_collection(config)
     assert changed.model_id == new_id
@@ -272,7 +272,7 @@ def test_embeddings_match_the_query_path(tmp_path, config_for, tiny_model_file):
     summary = index_collection(config)
     assert summary.indexed == len(picks)
 
-    stored = embeddings(config.output.db_path)
+    stored = embeddings(config.output.layout.db)
     assert len(stored) == len(picks)
     model = load_model(tiny_model_file)
     embedder = Embedder(model, torch.device("cpu"), threads=1)
@@ -300,7 +300,7 @@ def test_embeddings_match_the_query_path(tmp_path, config_for, tiny_model_file):
 
 def test_broken_and_fixed_files_move_between_images_and_skip_records(collection, config_for, tiny_model_file):
     config = config_for(collection)
-    db = config.output.db_path
+    db = config.output.layout.db
     install_model(tiny_model_file, config)
     jpeg = (collection / "deep/er/j0.jpg").read_bytes()
     truncated = collection / "late/truncated.jpg"
@@ -394,11 +394,11 @@ def test_peak_memory_does_not_grow_with_collection_size(tmp_path):
 def test_histogram_settings_change_recomputes_features_in_place(collection, write_config):
     config = load_config(write_config(collection))
     index_collection(config)
-    before = rows(config.output.db_path)
+    before = rows(config.output.layout.db)
     coarser = load_config(write_config(collection, features={"histogram": {"space": "rgb", "bins": 4}}))
     summary = index_collection(coarser)
     assert (summary.indexed, summary.updated, summary.unchanged) == (0, len(before), 0)
-    after = rows(config.output.db_path)
+    after = rows(config.output.layout.db)
     assert {p: r["id"] for p, r in after.items()} == {p: r["id"] for p, r in before.items()}
     for name, colour in SOLID.items():
         hist = histogram(after[name.encode()]["histogram"])
@@ -426,5 +426,5 @@ def test_workers_that_cannot_start_are_an_error_not_broken_images(tmp_path, make
 
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert "REFUSED:" in done.stdout and "__main__" in done.stdout
-    db = load_config(config_path).output.db_path
+    db = load_config(config_path).output.layout.db
     assert query(db, "SELECT COUNT(*) FROM skipped") == [(0,)]  # nothing recorded as a broken image

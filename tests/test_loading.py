@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from imagerec import loading
+from imagerec.data import loading
 from imagerec.errors import ImageLoadError
-from imagerec.loading import LoadSettings, load_image
+from imagerec.data.loading import LoadSettings, load_image
 
 ALLOWED = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 NO_DRAFT = LoadSettings(ALLOWED, max_pixels=178_956_970, min_side=100_000)  # full-resolution decode

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from imagerec.errors import ModelFileError
-from imagerec.model import (
+from imagerec.embed.files import (
     FORMAT_VERSION,
     MODEL_FORMAT,
     Embedder,

@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ann_support import SAMPLE_DIR, index_and_build, run_cli, sample_collection, write_collection_config
-from imagerec import similarity
+from imagerec.search import similarity
 from imagerec.cli import cli
 from imagerec.config import Config
 from imagerec.errors import ConfigError
-from imagerec.query import QueryError, Recommender, Weights, run_query
-from imagerec.store import Store
+from imagerec.search.recommender import QueryError, Recommender, Weights, run_query
+from imagerec.store.sqlite import Store
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def sample(tmp_path_factory, tiny_model_file):
 
 @pytest.fixture(scope="module")
 def ids(sample):
-    with Store(sample.config().output.db_path, readonly=True) as store:
+    with Store(sample.config().output.layout.db, readonly=True) as store:
         return store.embedding_ids(store.get_meta("model_id"))
 
 
@@ -40,18 +40,18 @@ def _expected_scores(store: Store, query_ids, result_id, model_id, weights: Weig
                       float(similarity.bhattacharyya_coefficient(q.histogram, r.histogram)),
                       float(similarity.hash_similarity(q.dhash, r.dhash))))
     emb, col, ph = np.mean(parts, axis=0)
-    return emb, col, ph, weights.embedding * emb + weights.color * col + weights.phash * ph
+    return emb, col, ph, weights.embedding * emb + weights.color * col + weights.dhash * ph
 
 
 def test_weights_are_validated_and_normalised():
     w = Weights.of(2, 1, 1)
-    assert (w.embedding, w.color, w.phash) == (0.5, 0.25, 0.25)
-    assert Weights.of(0, 0, 3).phash == 1.0
+    assert (w.embedding, w.color, w.dhash) == (0.5, 0.25, 0.25)
+    assert Weights.of(0, 0, 3).dhash == 1.0
     for bad in ((0, 0, 0), (-1, 1, 1), (float("nan"), 1, 1)):
         with pytest.raises(QueryError):
             Weights.of(*bad)
     base = {"data": {"image_root": "."}, "output": {"dir": "."}}
-    for query in ({"w_embedding": 0, "w_color": 0, "w_phash": 0}, {"w_color": -0.5}):
+    for query in ({"w_embedding": 0, "w_color": 0, "w_dhash": 0}, {"w_color": -0.5}):
         with pytest.raises(Exception):
             Config.model_validate({**base, "query": query})
     assert Config.model_validate(base).query.w_embedding == 0.7
@@ -66,13 +66,13 @@ def test_fused_score_equals_independent_weighted_sum(sample, ids):
     assert [r.rank for r in response.results] == list(range(1, 16))
     scores = [r.score for r in response.results]
     assert scores == sorted(scores, reverse=True)
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         model_id = store.get_meta("model_id")
         for r in response.results:
             emb, col, ph, fused = _expected_scores(store, [qid], r.id, model_id, weights)
             assert r.scores["embedding"] == pytest.approx(emb, abs=1e-5)
             assert r.scores["color"] == pytest.approx(col, abs=1e-6)
-            assert r.scores["phash"] == pytest.approx(ph)
+            assert r.scores["dhash"] == pytest.approx(ph)
             assert r.score == pytest.approx(fused, abs=1e-5)
         # exact: no other image of the collection beats the last result (300 images, 200+ candidates re-ranked)
         every = [_expected_scores(store, [qid], int(i), model_id, weights)[3] for i in ids if i != qid]
@@ -84,7 +84,7 @@ def test_weights_change_the_ranking(sample, ids):
     by_color = run_query(config, ids=[int(ids[3])], top_k=10, weights=Weights.of(0, 1, 0))
     assert [r.score for r in by_color.results] == pytest.approx([r.scores["color"] for r in by_color.results])
     by_hash = run_query(config, ids=[int(ids[3])], top_k=10, weights=Weights.of(0, 0, 1))
-    assert [r.score for r in by_hash.results] == pytest.approx([r.scores["phash"] for r in by_hash.results])
+    assert [r.score for r in by_hash.results] == pytest.approx([r.scores["dhash"] for r in by_hash.results])
 
 
 def test_multi_image_query_averages(sample, ids):
@@ -92,7 +92,7 @@ def test_multi_image_query_averages(sample, ids):
     a, b = int(ids[5]), int(ids[250])
     weights = Weights.from_config(config)
     response = run_query(config, ids=[a, b], top_k=10)
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         model_id = store.get_meta("model_id")
         for r in response.results:
             assert r.id not in (a, b)
@@ -112,7 +112,7 @@ def test_query_images_excluded_unless_include_query(sample, ids):
 def test_external_image_equals_id_query(sample, ids, tmp_path):
     """A collection photo copied outside the collection is decoded and embedded like 'index' did it."""
     config = sample.config()
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         (row,) = store.get_images([int(ids[120])], store.get_meta("model_id"))
     outside = tmp_path / "copy.jpg"
     shutil.copy(sample.root / row.path.decode(), outside)
@@ -144,7 +144,7 @@ def test_near_duplicate_flag_on_reencoded_copy(tmp_path, tiny_model_file):
     collection = write_collection_config(tmp_path, root, tiny_model_file)
     index_and_build(collection)
     config = collection.config()
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         copy_id = store.find_by_path(b"copy_q60.jpg")
         original_id = store.find_by_path(str(original.relative_to(root)).encode())
     results = run_query(config, ids=[original_id], top_k=5).results
@@ -174,22 +174,22 @@ def test_cli_json_schema(sample, ids):
     assert len(rows) == 7 and [r["rank"] for r in rows] == list(range(1, 8))
     for row in rows:
         assert {"rank", "id", "path", "score", "scores", "near_duplicate"} <= set(row)
-        assert set(row["scores"]) == {"embedding", "color", "phash"}
+        assert set(row["scores"]) == {"embedding", "color", "dhash"}
         assert isinstance(row["id"], int) and isinstance(row["near_duplicate"], bool)
         assert (sample.root / row["path"]).is_file()
 
 
 def test_cli_table_and_weights(sample, ids):
-    result = _invoke(sample, "query", "--id", str(int(ids[0])), "--top-k", "3", "--w-embedding", "1", "--w-color", "1", "--w-phash", "0")
+    result = _invoke(sample, "query", "--id", str(int(ids[0])), "--top-k", "3", "--w-embedding", "1", "--w-color", "1", "--w-dhash", "0")
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
-    assert "embedding 0.50, color 0.50, phash 0.00" in lines[0]
-    assert lines[1].split()[:6] == ["rank", "id", "score", "embed", "color", "phash"]
+    assert "embedding 0.50, color 0.50, dhash 0.00" in lines[0]
+    assert lines[1].split()[:6] == ["rank", "id", "score", "embed", "color", "dhash"]
     assert len(lines) == 5 and lines[2].split()[0] == "1"
 
 
 def test_cli_output_writes_contact_sheet(sample, ids, tmp_path):
-    from imagerec.render import sheet_size
+    from imagerec.tools.render import sheet_size
 
     out = tmp_path / "results.png"
     photo = sorted(sample.root.rglob("*.jpg"))[3]
@@ -212,7 +212,7 @@ def test_cli_errors_are_one_line(sample, tmp_path, case):
     elif case == "bad_weights":
         args = ["query", "--id", "1", "--w-color", "-1"]
     elif case == "all_zero":
-        args = ["query", "--id", "1", "--w-embedding", "0", "--w-color", "0", "--w-phash", "0"]
+        args = ["query", "--id", "1", "--w-embedding", "0", "--w-color", "0", "--w-dhash", "0"]
     elif case == "unknown_id":
         args = ["query", "--id", "999999"]
     elif case in ("no_index", "no_db"):
@@ -251,7 +251,7 @@ def test_config_rejects_bad_query_section(tmp_path):
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"data": {"image_root": "."}, "output": {"dir": "."},
-                                    "query": {"w_embedding": 0, "w_color": 0, "w_phash": 0}}))
+                                    "query": {"w_embedding": 0, "w_color": 0, "w_dhash": 0}}))
     with pytest.raises(ConfigError, match="must not all be 0"):
         load_config(path)
 
@@ -261,7 +261,7 @@ def test_hash_candidates_are_exactly_the_images_within_the_bit_limit(sample, ids
     with Recommender(config) as rec:
         query = rec.image_by_id(int(ids[5]))
         found = rec.hash_candidates([query], limit=10_000)
-        with Store(config.output.db_path, readonly=True) as store:  # independent: every stored hash, one by one
+        with Store(config.output.layout.db, readonly=True) as store:  # independent: every stored hash, one by one
             model_id = store.get_meta("model_id")
             expected = {r.id for r in store.get_images([int(i) for i in ids], model_id)
                         if bin((r.dhash ^ query.dhash) & (2**64 - 1)).count("1") <= config.query.hash_candidates_max_bits}
@@ -278,7 +278,7 @@ def test_a_re_encoded_copy_is_found_with_a_single_ann_candidate(tmp_path, tiny_m
     collection = write_collection_config(tmp_path, root, tiny_model_file, query=only_itself)
     index_and_build(collection)
     config = collection.config()
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         original_id = store.find_by_path(b"watch/" + original.name.encode())
         copy_id = store.find_by_path(b"copy.jpg")
     (result,) = run_query(config, ids=[original_id], top_k=1).results

@@ -11,8 +11,8 @@ from PIL import Image
 
 from ann_support import sample_collection
 from imagerec.cli import cli
-from imagerec.query import Recommender
-from imagerec.render import render_contact_sheet, sheet_size
+from imagerec.search.recommender import Recommender
+from imagerec.tools.render import render_contact_sheet, sheet_size
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_contact_sheet_layout_and_near_duplicate_frame(sample, tmp_path):
     with Image.open(out) as img:
         assert img.size == sheet_size(1, 12)
         # the first result cell (row 2) has the red near-duplicate frame
-        from imagerec.render import CAPTION, PAD, THUMB, TITLE
+        from imagerec.tools.render import CAPTION, PAD, THUMB, TITLE
 
         x, y = PAD, TITLE + PAD + (THUMB + CAPTION + PAD)
         assert img.convert("RGB").getpixel((x - 2, y + THUMB // 2)) == (220, 30, 30)
@@ -61,7 +61,7 @@ def test_profile_query_writes_readable_prof(sample):
 
 
 def test_profile_index_writes_readable_prof_and_leaves_collection_alone(sample):
-    from imagerec.store import Store
+    from imagerec.store.sqlite import Store
 
     with Store(sample.out / "images.db", readonly=True) as store:
         before = store.data_version
@@ -90,7 +90,7 @@ def test_viz_2d_writes_png_quickly(sample, tmp_path):
 def test_viz_sample_is_seeded_and_uniform():
     import numpy as np
 
-    from imagerec.viz import sample_ids, top_folder
+    from imagerec.tools.viz import sample_ids, top_folder
 
     ids = np.arange(1, 1001)
     a, b = sample_ids(ids, 50, seed=1), sample_ids(ids, 50, seed=1)
@@ -110,7 +110,7 @@ def test_viz_2d_thumbnails(sample, tmp_path):
 def test_viz_2d_empty_collection_is_one_line_error(tmp_path):
     import yaml
 
-    from imagerec.store import Store
+    from imagerec.store.sqlite import Store
 
     (tmp_path / "out").mkdir()
     Store(tmp_path / "out" / "images.db").close()

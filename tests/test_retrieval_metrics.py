@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from imagerec.retrieval_metrics import mean_average_precision, precision_at_k, retrieval_scores
+from imagerec.eval.metrics import mean_average_precision, precision_at_k, retrieval_scores
 
 
 def _at(degrees: float) -> list[float]:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 
 from imagerec.config import load_config
-from imagerec.indexer import index_collection
-from imagerec.scan import ScanStats, scan_images
-from imagerec.store import Store
+from imagerec.indexing.run import index_collection
+from imagerec.data.scan import ScanStats, scan_images
+from imagerec.store.sqlite import Store
 
 
 def _scan(root: Path, **kwargs) -> tuple[list[bytes], ScanStats]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imagerec.simclr import NTXentLoss, ProjectionHead
+from imagerec.train.simclr import NTXentLoss, ProjectionHead
 
 
 def test_ntxent_matches_hand_computed_value():

@@ -9,7 +9,7 @@ from contextlib import closing
 import numpy as np
 import pytest
 
-from imagerec.similarity import (
+from imagerec.search.similarity import (
     bhattacharyya_coefficient,
     bhattacharyya_distance,
     chi_square_distance,

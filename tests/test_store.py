@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from imagerec.errors import StoreError
-from imagerec.features import hash_from_int64, hash_to_int64
-from imagerec.store import (
+from imagerec.data.features import hash_from_int64, hash_to_int64
+from imagerec.store.sqlite import (
     SCHEMA_VERSION,
     ImageRecord,
     SkipRecord,

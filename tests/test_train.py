@@ -12,14 +12,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from imagerec import loading
+from imagerec.data import loading
 from imagerec.cli import cli
 from imagerec.config import load_config
 from imagerec.errors import ConfigError, TrainError
-from imagerec.model import load_model
-from imagerec.scan import scan_images
-from imagerec.train import select_files, train_embeddings
-from imagerec.train_cache import open_or_build_cache
+from imagerec.embed.files import load_model
+from imagerec.data.scan import scan_images
+from imagerec.train.run import select_files, train_embeddings
+from imagerec.train.cache import open_or_build_cache
 
 TINY = {"image_size": 32, "epochs": 2, "batch_size": 8, "val_fraction": 0.25, "workers": 1,
         "warmup_epochs": 0.5, "seed": 3}
@@ -56,21 +56,21 @@ def _log_lines(config) -> list[dict]:
 def test_cache_is_built_once_reused_and_rebuilt_when_files_change(config, image_root, make_image):
     load = loading.LoadSettings(config.index.formats, config.index.max_image_pixels, 32)
     files = list(scan_images(image_root))
-    first = open_or_build_cache(image_root, files, 32, config.output.cache_dir, load, workers=1)
+    first = open_or_build_cache(image_root, files, 32, config.output.layout.cache_dir, load, workers=1)
     assert first.built and first.decoded == 25 and first.images.shape == (25, 32, 32, 3)
     assert [p for p, _ in first.skipped] == ["dogs/broken.jpg"] and first.ok.sum() == 24
-    data_file = next(config.output.cache_dir.glob("train_*.u8"))
+    data_file = next(config.output.layout.cache_dir.glob("train_*.u8"))
     mtime = data_file.stat().st_mtime_ns
 
-    again = open_or_build_cache(image_root, files, 32, config.output.cache_dir, load, workers=1)
+    again = open_or_build_cache(image_root, files, 32, config.output.layout.cache_dir, load, workers=1)
     assert not again.built and again.decoded == 0 and again.key == first.key
     assert data_file.stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(np.asarray(again.images), np.asarray(first.images))
 
     make_image(image_root / "cats" / "new.jpg", size=(40, 32), seed=999, fmt="JPEG")
-    changed = open_or_build_cache(image_root, list(scan_images(image_root)), 32, config.output.cache_dir, load, workers=2)
+    changed = open_or_build_cache(image_root, list(scan_images(image_root)), 32, config.output.layout.cache_dir, load, workers=2)
     assert changed.built and changed.key != first.key and len(changed.paths) == 26
-    assert sorted(p.name for p in config.output.cache_dir.iterdir()) == sorted(
+    assert sorted(p.name for p in config.output.layout.cache_dir.iterdir()) == sorted(
         [f"train_{changed.key}.u8", f"train_{changed.key}.json"])  # the stale cache is gone
     row = changed.paths.index("cats/00.jpg")
     np.testing.assert_array_equal(changed.images[row], first.images[first.paths.index("cats/00.jpg")])
@@ -99,15 +99,15 @@ def test_cli_trains_a_model_the_indexer_uses(config, image_root):
     assert result.exit_code == 0, result.output
     assert "epoch 2/2" in result.output and "val_P@10" in result.output and "dogs/broken.jpg" in result.output
 
-    model = load_model(config.output.model_path)
+    model = load_model(config.output.layout.model)
     assert model.spec.image_size == 32 and model.spec.stem == "imagenet"
     assert model.info["dataset_size"] == 24 and model.info["train_images"] == 18 and model.info["best_metric"] == "val_p@10"
-    assert set(model.backbone.state_dict()) == set(_state(config.output.checkpoints_dir / "checkpoint.pt")["backbone"])
+    assert set(model.backbone.state_dict()) == set(_state(config.output.layout.checkpoints_dir / "checkpoint.pt")["backbone"])
     lines = _log_lines(config)
     assert [line["epoch"] for line in lines] == [1, 2]
     assert all(line["val_loss"] is not None and 0 <= line["val_p_at_10"] <= 1 for line in lines)
 
-    from imagerec.indexer import index_collection
+    from imagerec.indexing.run import index_collection
 
     summary = index_collection(config.with_overrides({"index.workers": 1}))
     assert summary.model_id == model.model_id and summary.indexed == 24 and not summary.model_missing
@@ -121,7 +121,7 @@ def test_resume_after_epoch_equals_uninterrupted_run(config, tmp_path):
     split = config.with_overrides({"output.dir": tmp_path / "split"})
     first = train_embeddings(split, on_epoch=lambda entry: entry.epoch == 1)
     assert first.interrupted and first.epochs_done == 1
-    assert _state(split.output.checkpoints_dir / "checkpoint.pt")["state"]["epoch"] == 1
+    assert _state(split.output.layout.checkpoints_dir / "checkpoint.pt")["state"]["epoch"] == 1
     second = train_embeddings(split, resume=True)
     assert second.start_epoch == 1 and second.epochs_done == 2 and not second.interrupted
     assert [line["epoch"] for line in _log_lines(split)] == [1, 2]
@@ -133,7 +133,7 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(config, tmp_path, monk
     straight = config.with_overrides({"output.dir": tmp_path / "straight"})
     train_embeddings(straight)
 
-    from imagerec import train as train_module
+    from imagerec.train import run as train_module
 
     real_step = train_module._Trainer._step
     calls = {"n": 0}
@@ -151,7 +151,7 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(config, tmp_path, monk
     stopped = train_embeddings(interrupted)
     monkeypatch.undo()
     assert stopped.interrupted and stopped.epochs_done == 1
-    saved = _state(interrupted.output.checkpoints_dir / "checkpoint.pt")["state"]
+    saved = _state(interrupted.output.layout.checkpoints_dir / "checkpoint.pt")["state"]
     assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (1, 1, 3)
     assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
@@ -161,7 +161,7 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(config, tmp_path, monk
 
 
 def _assert_same_weights(a, b) -> None:
-    sa, sb = (_state(c.output.checkpoints_dir / "checkpoint.pt") for c in (a, b))
+    sa, sb = (_state(c.output.layout.checkpoints_dir / "checkpoint.pt") for c in (a, b))
     for part in ("backbone", "head"):
         for name, tensor in sa[part].items():
             torch.testing.assert_close(sb[part][name], tensor, rtol=1e-5, atol=1e-6, msg=f"{part}.{name}")
@@ -172,10 +172,10 @@ def _assert_same_weights(a, b) -> None:
 def test_failed_checkpoint_write_keeps_the_previous_one(config, monkeypatch):
     one_epoch = config.with_overrides({"train.epochs": 1})
     train_embeddings(one_epoch)
-    ckpt = config.output.checkpoints_dir / "checkpoint.pt"
+    ckpt = config.output.layout.checkpoints_dir / "checkpoint.pt"
     before = ckpt.read_bytes()
 
-    import imagerec.model as model_module
+    import imagerec.embed.files as model_module
 
     def half_written(payload, fh):
         fh.write(b"PK\x03\x04 half of a checkpoint")
@@ -188,7 +188,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(config, monkeypatch):
     assert ckpt.read_bytes() == before
     assert _state(ckpt)["state"]["epoch"] == 1
     assert not [p for p in ckpt.parent.iterdir() if p.name != "checkpoint.pt"]  # no temp files left
-    load_model(config.output.model_path)  # the model file survived too
+    load_model(config.output.layout.model)  # the model file survived too
 
 
 def test_resume_without_checkpoint_is_a_one_line_error(config):

@@ -19,32 +19,32 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_config": ("config", "load_config"),
     "Config": ("config", "Config"),
-    "index": ("indexer", "index_collection"),
-    "IndexSummary": ("indexer", "IndexSummary"),
-    "status": ("status", "collection_status"),
-    "train_embeddings": ("train", "train_embeddings"),
-    "build_ann": ("ann", "build_ann"),
-    "load_ann": ("ann", "load_ann"),
-    "Recommender": ("query", "Recommender"),
-    "run_query": ("query", "run_query"),
-    "Weights": ("query", "Weights"),
-    "write_random_model": ("model", "write_random_model"),
-    "load_model": ("model", "load_model"),
+    "index": ("indexing.run", "index_collection"),
+    "IndexSummary": ("indexing.run", "IndexSummary"),
+    "status": ("tools.status", "collection_status"),
+    "train_embeddings": ("train.run", "train_embeddings"),
+    "build_ann": ("ann.hnsw", "build_ann"),
+    "load_ann": ("ann.hnsw", "load_ann"),
+    "Recommender": ("search.recommender", "Recommender"),
+    "run_query": ("search.recommender", "run_query"),
+    "Weights": ("search.recommender", "Weights"),
+    "write_random_model": ("embed.files", "write_random_model"),
+    "load_model": ("embed.files", "load_model"),
     "ImagerecError": ("errors", "ImagerecError"),
 }
 
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import Config, load_config
-    from .errors import ImagerecError
-    from .indexer import IndexSummary
-    from .indexer import index_collection as index
-    from .model import load_model, write_random_model
-    from .ann import build_ann, load_ann
-    from .query import Recommender, Weights, run_query
-    from .status import collection_status as status
-    from .train import train_embeddings
+    from imagerec.config import Config, load_config
+    from imagerec.errors import ImagerecError
+    from imagerec.indexing.run import IndexSummary
+    from imagerec.indexing.run import index_collection as index
+    from imagerec.embed.files import load_model, write_random_model
+    from imagerec.ann.hnsw import build_ann, load_ann
+    from imagerec.search.recommender import Recommender, Weights, run_query
+    from imagerec.tools.status import collection_status as status
+    from imagerec.train.run import train_embeddings
 
 
 def __getattr__(name: str) -> Any:

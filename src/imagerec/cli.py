@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from .config import Config, load_config
-from .errors import ImagerecError
+from imagerec.config import Config, load_config
+from imagerec.errors import ImagerecError
 
 
 def _handle_errors(func):
@@ -67,7 +67,7 @@ def index(ctx, image_root, workers, batch_size, device, threads, quiet) -> None:
     Re-running only does what changed: new and modified files are (re)computed, deleted files are
     removed, a new model recomputes only embeddings. Broken files are skipped and recorded with a reason.
     """
-    from .indexer import index_collection
+    from imagerec.indexing.run import index_collection
 
     config = _config(ctx).with_overrides({
         "data.image_root": image_root.resolve() if image_root else None,
@@ -78,7 +78,7 @@ def index(ctx, image_root, workers, batch_size, device, threads, quiet) -> None:
     summary = index_collection(config, progress=_tqdm_progress if show_progress else None)
     click.echo(_format_summary(summary))
     if summary.model_missing:
-        click.echo(f"note: no embedding model at {config.output.model_path}; histograms and hashes are stored. "
+        click.echo(f"note: no embedding model at {config.output.layout.model}; histograms and hashes are stored. "
                    "Run 'train-embeddings', then 'index' again to add embeddings (nothing else is recomputed).")
     if summary.interrupted:
         click.secho("interrupted: finished work is committed; run 'index' again to continue.", err=True, fg="yellow")
@@ -91,7 +91,7 @@ def index(ctx, image_root, workers, batch_size, device, threads, quiet) -> None:
 @_handle_errors
 def status(ctx, as_json: bool) -> None:
     """What the collection holds: images, skipped files by reason, embeddings, model, ANN index."""
-    from .status import collection_status
+    from imagerec.tools.status import collection_status
 
     report = collection_status(_config(ctx))
     if as_json:
@@ -124,7 +124,7 @@ def train_embeddings_command(ctx, epochs, batch_size, image_size, max_images, de
     output.dir/checkpoints/, and one line per epoch to output.dir/train_log.jsonl. Ctrl-C saves a
     checkpoint and stops; run again with --resume to continue. Run 'index' afterwards to embed.
     """
-    from .train import train_embeddings
+    from imagerec.train.run import train_embeddings
 
     config = _config(ctx).with_overrides({
         "train.epochs": epochs, "train.batch_size": batch_size, "train.image_size": image_size,
@@ -190,7 +190,7 @@ def build_ann_command(ctx, threads) -> None:
 
     The previous index stays usable until the new one is completely written.
     """
-    from .ann import build_ann
+    from imagerec.ann.hnsw import build_ann
 
     config = _config(ctx).with_overrides({"ann.threads": threads})
     progress = _done_of_total_bar("vec", "build-ann") if sys.stderr.isatty() else None
@@ -212,23 +212,23 @@ def build_ann_command(ctx, threads) -> None:
 @click.option("--top-k", type=int, help="Number of results (query.top_k).")
 @click.option("--w-embedding", type=float, help="Weight of embedding cosine (query.w_embedding).")
 @click.option("--w-color", type=float, help="Weight of colour-histogram similarity (query.w_color).")
-@click.option("--w-phash", type=float, help="Weight of dHash similarity (query.w_phash).")
+@click.option("--w-dhash", type=float, help="Weight of dHash similarity (query.w_dhash).")
 @click.option("--include-query", is_flag=True, help="Keep the query images themselves in the results.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write a contact sheet PNG here.")
 @click.pass_context
 @_handle_errors
-def query(ctx, images, ids, more_images, top_k, w_embedding, w_color, w_phash, include_query, as_json, output) -> None:
+def query(ctx, images, ids, more_images, top_k, w_embedding, w_color, w_dhash, include_query, as_json, output) -> None:
     """Find images similar to --image PATH [PATH ...] and/or --id N.
 
     Candidates come from the ANN index and are re-scored with embedding cosine, colour-histogram
     (Bhattacharyya) and dHash similarity; the fused score is their weighted sum (weights normalised to
     sum 1), averaged over several query images.
     """
-    from .query import Weights, run_query
+    from imagerec.search.recommender import Weights, run_query
 
     config = _config(ctx)
-    weights = Weights.from_config(config, w_embedding, w_color, w_phash)
+    weights = Weights.from_config(config, w_embedding, w_color, w_dhash)
     response = run_query(config, images=[*images, *more_images], ids=ids, top_k=top_k, weights=weights,
                          include_query=include_query)
     for notice in response.notices:
@@ -238,7 +238,7 @@ def query(ctx, images, ids, more_images, top_k, w_embedding, w_color, w_phash, i
     else:
         click.echo(_format_results(response))
     if output is not None:
-        from .render import render_contact_sheet
+        from imagerec.tools.render import render_contact_sheet
 
         path = render_contact_sheet(response, config, output)
         click.echo(f"contact sheet written to {path}", err=as_json)
@@ -247,12 +247,12 @@ def query(ctx, images, ids, more_images, top_k, w_embedding, w_color, w_phash, i
 def _format_results(response) -> str:
     w = response.weights
     lines = [f"query: {', '.join(q.label for q in response.queries)}  (weights embedding {w.embedding:.2f}, "
-             f"color {w.color:.2f}, phash {w.phash:.2f}; {response.candidates} candidates re-ranked)",
-             f"{'rank':>4} {'id':>8} {'score':>7} {'embed':>7} {'color':>7} {'phash':>7}  path"]
+             f"color {w.color:.2f}, dhash {w.dhash:.2f}; {response.candidates} candidates re-ranked)",
+             f"{'rank':>4} {'id':>8} {'score':>7} {'embed':>7} {'color':>7} {'dhash':>7}  path"]
     for r in response.results:
         s = r.scores
         mark = "  [near-duplicate]" if r.near_duplicate else ""
-        lines.append(f"{r.rank:>4} {r.id:>8} {r.score:>7.4f} {s['embedding']:>7.4f} {s['color']:>7.4f} {s['phash']:>7.4f}  {r.path}{mark}")
+        lines.append(f"{r.rank:>4} {r.id:>8} {r.score:>7.4f} {s['embedding']:>7.4f} {s['color']:>7.4f} {s['dhash']:>7.4f}  {r.path}{mark}")
     if not response.results:
         lines.append("(no results)")
     return "\n".join(lines)
@@ -273,7 +273,7 @@ def profile(ctx, mode, images, ids, repeat, limit, top) -> None:
     Prints the top functions by cumulative time and the wall time per stage. Open the file later
     with 'python -m pstats FILE'.
     """
-    from .profiling import profile_index, profile_query
+    from imagerec.tools.profiling import profile_index, profile_query
 
     config = _config(ctx)
     if mode == "query":
@@ -293,7 +293,7 @@ def profile(ctx, mode, images, ids, repeat, limit, top) -> None:
 @_handle_errors
 def viz_2d(ctx, sample_size, output, thumbnails, seed, perplexity) -> None:
     """Plot a seeded uniform sample of embeddings in 2-D (t-SNE), coloured by top-level folder."""
-    from .viz import plot_embeddings_2d
+    from imagerec.tools.viz import plot_embeddings_2d
 
     summary = plot_embeddings_2d(_config(ctx), sample_size=sample_size, output=output, thumbnails=thumbnails,
                                  seed=seed, perplexity=perplexity)
@@ -331,8 +331,8 @@ def evaluate(ctx, sample, labels_file, ks, as_json, output, tune_weights, grid_s
     Each labelled image (class = top-level folder, or --labels) queries all the others, scored
     exactly and exhaustively with the measures and weights 'query' uses. Needs 'index' and 'build-ann'.
     """
-    from .evaluate import EvaluationError, TuneSettings, evaluate as run_evaluation, format_table, write_weights_config
-    from .near_duplicates import format_near_duplicates, near_duplicate_benchmark
+    from imagerec.eval.retrieval import EvaluationError, TuneSettings, evaluate as run_evaluation, format_table, write_weights_config
+    from imagerec.eval.near_duplicates import format_near_duplicates, near_duplicate_benchmark
 
     if write_config is not None and not tune_weights:
         raise EvaluationError("--write-config needs --tune-weights")

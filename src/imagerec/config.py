@@ -13,7 +13,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from imagerec.errors import ConfigError
+from imagerec.layout import Layout
+
+#: Keys of earlier versions and what replaced them: named in the error instead of "unknown key".
+RENAMED_KEYS = {
+    "query.w_phash": "query.w_dhash",
+    "ann.M": "ann.hnsw.M",
+    "ann.ef_construction": "ann.hnsw.ef_construction",
+    "ann.ef_search": "ann.hnsw.ef_search",
+}
 
 #: Pillow format names that are decoded by default. Everything else is never handed to a decoder.
 DEFAULT_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
@@ -28,27 +37,12 @@ class DataConfig(_Section):
 
 
 class OutputConfig(_Section):
-    dir: Path = Field(description="Folder for images.db, embedding_model.pt, ann_hnsw.bin, cache/, checkpoints/.")
+    dir: Path = Field(description="Folder for images.db, embedding_model.pt, the ANN index, cache/, checkpoints/.")
 
     @property
-    def db_path(self) -> Path:
-        return self.dir / "images.db"
-
-    @property
-    def model_path(self) -> Path:
-        return self.dir / "embedding_model.pt"
-
-    @property
-    def ann_path(self) -> Path:
-        return self.dir / "ann_hnsw.bin"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.dir / "cache"
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.dir / "checkpoints"
+    def layout(self) -> Layout:
+        """Every artefact path inside ``dir``."""
+        return Layout(self.dir)
 
 
 class RuntimeConfig(_Section):
@@ -85,19 +79,26 @@ class FeaturesConfig(_Section):
     histogram: HistogramConfig = HistogramConfig()
 
 
-class AnnConfig(_Section):
-    """The HNSW index over embeddings (``build-ann``); FAISS ``IndexHNSWFlat``, inner product on unit vectors."""
+class HnswConfig(_Section):
+    """FAISS ``IndexHNSWFlat`` parameters (``ann.kind: hnsw``)."""
 
     M: int = Field(default=16, ge=4, le=128, description="Graph degree; more = better recall, more memory.")
     ef_construction: int = Field(default=200, ge=8, le=4096, description="Build-time beam width.")
     ef_search: int = Field(default=256, ge=8, le=8192, description="Query-time beam width (raised to the candidate count).")
+
+
+class AnnConfig(_Section):
+    """The ANN index over embeddings (``build-ann``): which backend, its parameters, and how it is built."""
+
+    kind: Literal["hnsw"] = Field(default="hnsw", description="Index backend; its parameters live under the key of that name.")
+    hnsw: HnswConfig = HnswConfig()
     threads: int | None = Field(default=None, ge=1, description="Build threads; default = CPU count.")
     build_chunk: int = Field(
         default=10_000, ge=100, le=50_000,
         description="Embeddings read from SQLite and added per step (FAISS HNSW built in one huge add() loses recall).",
     )
     verify: Literal["auto", "always"] = Field(
-        default="auto", description="auto: full checksum unless the file is big and untouched since build; always: full checksum."
+        default="auto", description="auto: full checksum unless a file is big and untouched since build; always: full checksum."
     )
 
 
@@ -107,7 +108,7 @@ class QueryConfig(_Section):
     top_k: int = Field(default=10, ge=1, le=10_000)
     w_embedding: float = Field(default=0.7, ge=0.0, description="Weight of embedding cosine similarity.")
     w_color: float = Field(default=0.2, ge=0.0, description="Weight of colour-histogram similarity.")
-    w_phash: float = Field(default=0.1, ge=0.0, description="Weight of dHash similarity (1 - Hamming/64).")
+    w_dhash: float = Field(default=0.1, ge=0.0, description="Weight of dHash similarity (1 - Hamming/64).")
     candidates: int = Field(default=200, ge=1, le=100_000, description="At least this many ANN candidates are re-ranked.")
     candidates_per_k: int = Field(default=10, ge=1, le=1000, description="... and at least this many per requested result.")
     color_measure: Literal["bhattacharyya", "intersection"] = "bhattacharyya"
@@ -122,8 +123,8 @@ class QueryConfig(_Section):
 
     @model_validator(mode="after")
     def _weights_not_all_zero(self) -> "QueryConfig":
-        if self.w_embedding + self.w_color + self.w_phash <= 0:
-            raise ValueError("w_embedding, w_color and w_phash must not all be 0")
+        if self.w_embedding + self.w_color + self.w_dhash <= 0:
+            raise ValueError("w_embedding, w_color and w_dhash must not all be 0")
         return self
 
 
@@ -200,9 +201,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a config file (nested too deeply to read)") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with sections 'data' and 'output' at the top level")
     base = path.resolve().parent
@@ -212,6 +215,20 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             raw[section][key] = base / os.path.expanduser(value)
     raw["source"] = path
     return _validate(raw, path, where=str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (YAML would let the last one win silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice (line {key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _validate(raw: dict[str, Any], source: Path | None, where: str) -> Config:
@@ -224,6 +241,8 @@ def _validate(raw: dict[str, Any], source: Path | None, where: str) -> Config:
 
 def _describe(err: Any) -> str:
     key = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "extra_forbidden" and key in RENAMED_KEYS:
+        return f"key '{key}' was renamed to '{RENAMED_KEYS[key]}' (rename it in the config)"
     if err["type"] == "extra_forbidden":
         return f"unknown key '{key}' (remove it or check its spelling)"
     if err["type"] == "missing":

@@ -7,15 +7,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config
-from .store import Store
+from imagerec.config import Config
+from imagerec.store.sqlite import Store
 
 MODEL_ID_KEY = "model_id"
 
 
 def ann_metadata_path(config: Config) -> Path:
     """Metadata written beside ``ann_hnsw.bin`` by ``build-ann`` (JSON: count, model_id, data_version...)."""
-    return config.output.ann_path.with_suffix(".json")
+    return config.output.layout.ann_file('ann_hnsw.bin').with_suffix(".json")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class CollectionStatus:
 
 def collection_status(config: Config) -> CollectionStatus:
     """Read-only summary of ``config``'s collection."""
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         by_model = store.count_embeddings_by_model()
         model_id = store.get_meta(MODEL_ID_KEY)
         skipped = store.count_skipped_by_reason()
@@ -49,18 +49,18 @@ def collection_status(config: Config) -> CollectionStatus:
             model_id=model_id,
             embeddings_by_model=by_model,
             ann=_ann_state(config, store.data_version, model_id),
-            db_path=str(config.output.db_path),
+            db_path=str(config.output.layout.db),
             db_size_bytes=store.file_size(),
             schema_version=store.schema_version,
         )
 
 
 def _ann_state(config: Config, data_version: int, model_id: str | None) -> dict[str, Any] | None:
-    if not config.output.ann_path.exists():
+    if not config.output.layout.ann_file('ann_hnsw.bin').exists():
         return None
     try:
         meta = json.loads(ann_metadata_path(config).read_text())
     except (OSError, ValueError):
-        return {"path": str(config.output.ann_path), "state": "unreadable metadata: run 'build-ann' again"}
+        return {"path": str(config.output.layout.ann_file('ann_hnsw.bin')), "state": "unreadable metadata: run 'build-ann' again"}
     stale = meta.get("data_version") != data_version or meta.get("model_id") != model_id
-    return {"path": str(config.output.ann_path), "count": meta.get("count"), "state": "stale" if stale else "current"}
+    return {"path": str(config.output.layout.ann_file('ann_hnsw.bin')), "count": meta.get("count"), "state": "stale" if stale else "current"}

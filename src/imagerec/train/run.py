@@ -35,15 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import loading
-from .augment import AugmentSettings, SimCLRAugment
-from .config import Config
-from .errors import Interrupted, TrainError
-from .model import ModelSpec, atomic_torch_save, build_backbone, load_tagged_payload, save_model, select_device
-from .retrieval_metrics import retrieval_scores
-from .scan import ScannedFile, scan_images
-from .simclr import NTXentLoss, ProjectionHead
-from .train_cache import TrainCache, open_or_build_cache
+from imagerec.data import loading
+from imagerec.train.augment import AugmentSettings, SimCLRAugment
+from imagerec.config import Config
+from imagerec.errors import Interrupted, TrainError
+from imagerec.embed.files import ModelSpec, atomic_torch_save, build_backbone, load_tagged_payload, save_model, select_device
+from imagerec.eval.metrics import retrieval_scores
+from imagerec.data.scan import ScannedFile, scan_images
+from imagerec.train.simclr import NTXentLoss, ProjectionHead
+from imagerec.train.cache import TrainCache, open_or_build_cache
 
 CHECKPOINT_FORMAT = "imagerec.train_checkpoint"
 CHECKPOINT_VERSION = 1
@@ -145,7 +145,7 @@ def train_embeddings(
     device = select_device(config.runtime.device)
     if device.type == "cpu":
         torch.set_num_threads(config.runtime.threads or os.cpu_count() or 1)
-    ckpt_path = config.output.checkpoints_dir / "checkpoint.pt"
+    ckpt_path = config.output.layout.checkpoints_dir / "checkpoint.pt"
     if resume and not ckpt_path.exists():
         raise TrainError(f"no checkpoint at {ckpt_path}; start without --resume")
     data = _prepare_data(config, progress, say)
@@ -188,8 +188,8 @@ def train_embeddings(
                           "(continue with --resume)") from None
     best = state.best
     return TrainSummary(
-        model_path=config.output.model_path, model_id=state.best_model_id, checkpoint_path=ckpt_path,
-        log_path=config.output.dir / LOG_NAME, start_epoch=trainer.start_epoch, epochs_done=state.epoch, epochs=tc.epochs,
+        model_path=config.output.layout.model, model_id=state.best_model_id, checkpoint_path=ckpt_path,
+        log_path=config.output.layout.train_log, start_epoch=trainer.start_epoch, epochs_done=state.epoch, epochs=tc.epochs,
         train_images=len(data.train_rows), val_images=len(data.val_rows), skipped=data.cache.skipped,
         best_metric=best["metric"], best_value=best["value"], best_epoch=best["epoch"], cache_built=data.cache.built,
         wall_s=time.perf_counter() - started, interrupted=interrupted, history=[EpochLog(**h) for h in state.history],
@@ -243,14 +243,14 @@ def _prepare_data(config: Config, progress: bool, say: Callable[[str], None]) ->
     load = loading.LoadSettings.from_config(config.index, tc.image_size)
     bar = _bar(progress, len(files), "decoding (once)")
     try:
-        cache = open_or_build_cache(Path(config.data.image_root), files, tc.image_size, config.output.cache_dir, load,
+        cache = open_or_build_cache(Path(config.data.image_root), files, tc.image_size, config.output.layout.cache_dir, load,
                                     tc.workers or os.cpu_count() or 1, progress=bar.update)
     except KeyboardInterrupt:
         raise Interrupted("interrupted while building the training cache; nothing was kept") from None
     finally:
         bar.close()
     if cache.built:
-        say(f"decoded {cache.decoded} images into {config.output.cache_dir}")
+        say(f"decoded {cache.decoded} images into {config.output.layout.cache_dir}")
     if cache.skipped:
         shown = ", ".join(f"{p} ({r})" for p, r in cache.skipped[:5])
         say(f"skipped {len(cache.skipped)} image(s) that could not be decoded: {shown}" + (" ..." if len(cache.skipped) > 5 else ""))
@@ -414,7 +414,7 @@ class _Trainer:
             st.best_model_id = self._save_model(entry)
         st.history.append(asdict(entry))
         st.step_in_epoch, st.loss_sum, st.loss_count, st.train_s = 0, 0.0, 0, 0.0
-        log_path = self.config.output.dir / LOG_NAME
+        log_path = self.config.output.layout.train_log
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(asdict(entry)) + "\n")
@@ -471,7 +471,7 @@ class _Trainer:
             "batch_size": self.batch, "optimizer": self.tc.optimizer, "temperature": self.tc.temperature,
             "seed": self.tc.seed,
         }
-        return save_model(self.config.output.model_path, self.backbone, self.spec, info)
+        return save_model(self.config.output.layout.model, self.backbone, self.spec, info)
 
     def _checkpoint(self) -> None:
         st = self.state

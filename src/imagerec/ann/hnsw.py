@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config
-from .errors import ImagerecError
-from .status import MODEL_ID_KEY, ann_metadata_path
-from .store import Store
+from imagerec.config import Config
+from imagerec.errors import ImagerecError
+from imagerec.tools.status import MODEL_ID_KEY, ann_metadata_path
+from imagerec.store.sqlite import Store
 
 LIBRARY = "faiss"
 INDEX_TYPE = "IndexIDMap(IndexHNSWFlat)"
@@ -114,17 +114,17 @@ def build_ann(config: Config, *, progress: Callable[[int, int], None] | None = N
     faiss = _faiss()
     started = time.perf_counter()
     built_at = time.time()
-    params = {"M": config.ann.M, "ef_construction": config.ann.ef_construction, "ef_search": config.ann.ef_search}
+    params = {"M": config.ann.hnsw.M, "ef_construction": config.ann.hnsw.ef_construction, "ef_search": config.ann.hnsw.ef_search}
     threads = config.ann.threads or os.cpu_count() or 1
     faiss.omp_set_num_threads(threads)
     stage = {"read": 0.0, "add": 0.0, "write": 0.0}
-    with Store(config.output.db_path, readonly=True) as store, store.read_snapshot():
+    with Store(config.output.layout.db, readonly=True) as store, store.read_snapshot():
         model_id = store.get_meta(MODEL_ID_KEY)
         total = store.count_embeddings_by_model().get(model_id, 0) if model_id else 0
         if not model_id or total == 0:
             raise AnnIndexError(
-                f"{config.output.db_path}: no embeddings to index yet; run 'index' with a model file at "
-                f"{config.output.model_path} first"
+                f"{config.output.layout.db}: no embeddings to index yet; run 'index' with a model file at "
+                f"{config.output.layout.model} first"
             )
         data_version = store.data_version
         index = None
@@ -135,9 +135,9 @@ def build_ann(config: Config, *, progress: Callable[[int, int], None] | None = N
             stage["read"] += time.perf_counter() - t0
             if index is None:
                 dim = vectors.shape[1]
-                hnsw = faiss.IndexHNSWFlat(dim, config.ann.M, faiss.METRIC_INNER_PRODUCT)
-                hnsw.hnsw.efConstruction = config.ann.ef_construction
-                hnsw.hnsw.efSearch = config.ann.ef_search
+                hnsw = faiss.IndexHNSWFlat(dim, config.ann.hnsw.M, faiss.METRIC_INNER_PRODUCT)
+                hnsw.hnsw.efConstruction = config.ann.hnsw.ef_construction
+                hnsw.hnsw.efSearch = config.ann.hnsw.ef_search
                 index = faiss.IndexIDMap(hnsw)
             elif vectors.shape[1] != dim:
                 raise AnnIndexError(f"embeddings of model {model_id} have mixed dimensions ({dim} and {vectors.shape[1]}); re-run 'index'")
@@ -158,12 +158,12 @@ def build_ann(config: Config, *, progress: Callable[[int, int], None] | None = N
         build_seconds=round(elapsed, 3), library_version=faiss.__version__,
     )
     try:
-        meta = _write_index(index, config.output.ann_path, ann_metadata_path(config), meta_fields)
+        meta = _write_index(index, config.output.layout.ann_file('ann_hnsw.bin'), ann_metadata_path(config), meta_fields)
     except (OSError, RuntimeError) as exc:  # disk full, permissions; FAISS wraps write errors in RuntimeError
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:160]
-        raise AnnIndexError(f"{config.output.ann_path}: cannot write the ANN index ({detail}); the previous index is unchanged") from None
+        raise AnnIndexError(f"{config.output.layout.ann_file('ann_hnsw.bin')}: cannot write the ANN index ({detail}); the previous index is unchanged") from None
     stage["write"] = time.perf_counter() - t1
-    return BuildSummary(config.output.ann_path, meta, time.perf_counter() - started, stage)
+    return BuildSummary(config.output.layout.ann_file('ann_hnsw.bin'), meta, time.perf_counter() - started, stage)
 
 
 def _write_index(index, path: Path, meta_path: Path, meta_fields: dict[str, Any]) -> AnnMetadata:
@@ -251,7 +251,7 @@ def _sample_ranges(size: int) -> list[tuple[int, int]]:
 
 def read_metadata(config: Config) -> AnnMetadata:
     """The metadata of ``config``'s index; ``AnnIndexError`` when absent or unreadable."""
-    path, meta_path = config.output.ann_path, ann_metadata_path(config)
+    path, meta_path = config.output.layout.ann_file('ann_hnsw.bin'), ann_metadata_path(config)
     if not path.exists() and not meta_path.exists():
         raise AnnIndexError(f"no ANN index yet at {path}; run 'build-ann' first")
     if not meta_path.exists():
@@ -346,7 +346,7 @@ class AnnIndex:
 
 def load_ann(config: Config, *, model_id: str | None, dim: int | None = None) -> AnnIndex:
     """Load ``config``'s index after checking its metadata and file (see module docstring)."""
-    path = config.output.ann_path
+    path = config.output.layout.ann_file('ann_hnsw.bin')
     meta = read_metadata(config)
     check_metadata(meta, model_id=model_id, dim=dim, where=path)
     verify_file(path, meta, config.ann.verify)
@@ -361,7 +361,7 @@ def load_ann(config: Config, *, model_id: str | None, dim: int | None = None) ->
     if index.d != meta.dim or index.ntotal != meta.count or index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise AnnIndexError(f"{path}: index contents (d={index.d}, n={index.ntotal}) disagree with its metadata; {_REBUILD}")
     faiss.omp_set_num_threads(1)  # one query at a time: threads only add start-up cost
-    return AnnIndex(index, meta, path, config.ann.ef_search)
+    return AnnIndex(index, meta, path, config.ann.hnsw.ef_search)
 
 
 # -- helpers --------------------------------------------------------------------------------------

@@ -33,13 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from . import loading, similarity
-from .ann import AnnIndex, load_ann
-from .config import Config
-from .errors import ImageLoadError, ImagerecError
-from .features import HistogramSpec, color_histogram, decode_min_side, dhash, hash_to_int64, model_input
-from .status import MODEL_ID_KEY
-from .store import FeatureRows, Store, display_path
+from imagerec.data import loading
+
+from imagerec.search import similarity
+from imagerec.ann.hnsw import AnnIndex, load_ann
+from imagerec.config import Config
+from imagerec.errors import ImageLoadError, ImagerecError
+from imagerec.data.features import HistogramSpec, color_histogram, decode_min_side, dhash, hash_to_int64, model_input
+from imagerec.tools.status import MODEL_ID_KEY
+from imagerec.store.sqlite import FeatureRows, Store, display_path
 
 
 class QueryError(ImagerecError):
@@ -52,27 +54,27 @@ class Weights:
 
     embedding: float
     color: float
-    phash: float
+    dhash: float
 
     @classmethod
-    def of(cls, embedding: float, color: float, phash: float) -> "Weights":
-        values = (float(embedding), float(color), float(phash))
+    def of(cls, embedding: float, color: float, dhash: float) -> "Weights":
+        values = (float(embedding), float(color), float(dhash))
         if any(not np.isfinite(v) or v < 0 for v in values):
-            raise QueryError(f"weights must be finite and >= 0 (got embedding={values[0]}, color={values[1]}, phash={values[2]})")
+            raise QueryError(f"weights must be finite and >= 0 (got embedding={values[0]}, color={values[1]}, dhash={values[2]})")
         total = sum(values)
         if total <= 0:
-            raise QueryError("weights must not all be 0 (set at least one of --w-embedding, --w-color, --w-phash)")
+            raise QueryError("weights must not all be 0 (set at least one of --w-embedding, --w-color, --w-dhash)")
         return cls(*(v / total for v in values))
 
     @classmethod
-    def from_config(cls, config: Config, embedding: float | None = None, color: float | None = None, phash: float | None = None) -> "Weights":
+    def from_config(cls, config: Config, embedding: float | None = None, color: float | None = None, dhash: float | None = None) -> "Weights":
         q = config.query
         return cls.of(q.w_embedding if embedding is None else embedding,
                       q.w_color if color is None else color,
-                      q.w_phash if phash is None else phash)
+                      q.w_dhash if dhash is None else dhash)
 
     def as_dict(self) -> dict[str, float]:
-        return {"embedding": self.embedding, "color": self.color, "phash": self.phash}
+        return {"embedding": self.embedding, "color": self.color, "dhash": self.dhash}
 
 
 @dataclass
@@ -121,11 +123,11 @@ class Scores:
 
     embedding: np.ndarray
     color: np.ndarray
-    phash: np.ndarray
+    dhash: np.ndarray
     hamming: np.ndarray  # min over query images
 
     def fused(self, weights: Weights) -> np.ndarray:
-        return weights.embedding * self.embedding + weights.color * self.color + weights.phash * self.phash
+        return weights.embedding * self.embedding + weights.color * self.color + weights.dhash * self.dhash
 
 
 def score_candidates(queries: Sequence[QueryImage], rows: FeatureRows, color_measure: str = "bhattacharyya") -> Scores:
@@ -155,12 +157,12 @@ class Recommender:
 
     def __init__(self, config: Config, *, embedder=None, ann: AnnIndex | None = None):
         self.config = config
-        self.store = Store(config.output.db_path, readonly=True)
+        self.store = Store(config.output.layout.db, readonly=True)
         try:
             self.model_id = self.store.get_meta(MODEL_ID_KEY)
             count = self.store.count_embeddings_by_model().get(self.model_id, 0) if self.model_id else 0
             if count == 0:
-                raise QueryError(f"the collection at {config.output.db_path} has no embeddings yet; run 'index' with a model file, then 'build-ann'")
+                raise QueryError(f"the collection at {config.output.layout.db} has no embeddings yet; run 'index' with a model file, then 'build-ann'")
             self.hist_spec = HistogramSpec(config.features.histogram.space, config.features.histogram.bins)
             self.ann = ann if ann is not None else load_ann(config, model_id=self.model_id)
             if self.ann.meta.model_id != self.model_id:
@@ -234,16 +236,16 @@ class Recommender:
     @property
     def embedder(self):
         if self._embedder is None:
-            from .model import Embedder, load_model, select_device
+            from imagerec.embed.files import Embedder, load_model, select_device
 
-            path = self.config.output.model_path
+            path = self.config.output.layout.model
             if not path.exists():
                 raise QueryError(f"no embedding model at {path}; a query image from outside the collection needs it")
             # one image at a time: a single torch thread is fastest and does not fight FAISS's OpenMP pool
             self._embedder = Embedder(load_model(path), select_device(self.config.runtime.device), self.config.query.embed_threads)
         if self._embedder.model_id != self.model_id:
             raise QueryError(
-                f"the model file {self.config.output.model_path} (id {self._embedder.model_id}) is not the one the collection "
+                f"the model file {self.config.output.layout.model} (id {self._embedder.model_id}) is not the one the collection "
                 f"was indexed with ({self.model_id}); run 'index' and 'build-ann' again"
             )
         return self._embedder
@@ -311,7 +313,7 @@ class Recommender:
             results = [
                 Result(rank=r + 1, id=int(rows.ids[i]), path=display_path(rows.paths[i]), rel_path=rows.paths[i],
                        score=float(fused[i]),
-                       scores={"embedding": float(scores.embedding[i]), "color": float(scores.color[i]), "phash": float(scores.phash[i])},
+                       scores={"embedding": float(scores.embedding[i]), "color": float(scores.color[i]), "dhash": float(scores.dhash[i])},
                        hamming=int(scores.hamming[i]), near_duplicate=bool(scores.hamming[i] <= max_bits))
                 for r, i in enumerate(order)
             ]

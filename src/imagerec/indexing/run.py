@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import loading
-from .config import Config
-from .errors import ImageLoadError, ImagerecError
-from .features import HistogramSpec, color_histogram, decode_min_side, dhash, hash_to_int64, model_input
-from .scan import ScannedFile, ScanStats, count_images, scan_images
-from .status import MODEL_ID_KEY
-from .store import ImageRecord, SkipRecord, Store
+from imagerec.data import loading
+from imagerec.config import Config
+from imagerec.errors import ImageLoadError, ImagerecError
+from imagerec.data.features import HistogramSpec, color_histogram, decode_min_side, dhash, hash_to_int64, model_input
+from imagerec.data.scan import ScannedFile, ScanStats, count_images, scan_images
+from imagerec.tools.status import MODEL_ID_KEY
+from imagerec.store.sqlite import ImageRecord, SkipRecord, Store
 
 PLAN_CHUNK = 256  # paths looked up in SQLite at a time
 JOB_SIZE = 32  # images per worker job (fewer, larger jobs: less IPC per image)
@@ -125,10 +125,10 @@ def index_collection(
     progress: Callable[[int], Progress] | None = None,
     embedder=None,
 ) -> IndexSummary:
-    """Index ``config.data.image_root`` into ``config.output.db_path``; returns what was done.
+    """Index ``config.data.image_root`` into ``config.output.layout.db``; returns what was done.
 
     ``progress`` is called with the number of image files found and returns a ``Progress``.
-    ``embedder`` overrides the model loaded from ``config.output.model_path`` (tests, benchmarks).
+    ``embedder`` overrides the model loaded from ``config.output.layout.model`` (tests, benchmarks).
     Ctrl-C stops after committing finished work; the summary then has ``interrupted=True``.
     """
     started = time.perf_counter()
@@ -145,7 +145,7 @@ def index_collection(
     workers = config.index.workers or os.cpu_count() or 1
     bar = progress(count_images(root, follow_symlinks=config.index.follow_symlinks)) if progress else Progress()
 
-    with Store(config.output.db_path) as store:
+    with Store(config.output.layout.db) as store:
         if embedder is not None:
             store.set_meta(MODEL_ID_KEY, embedder.model_id)
         store.begin_scan()
@@ -168,12 +168,12 @@ def index_collection(
 
 
 def load_embedder(config: Config):
-    """The embedder for ``config.output.model_path``, or None when no model file exists yet."""
-    if not config.output.model_path.exists():
+    """The embedder for ``config.output.layout.model``, or None when no model file exists yet."""
+    if not config.output.layout.model.exists():
         return None
-    from .model import Embedder, load_model, select_device
+    from imagerec.embed.files import Embedder, load_model, select_device
 
-    return Embedder(load_model(config.output.model_path), select_device(config.runtime.device), config.runtime.threads)
+    return Embedder(load_model(config.output.layout.model), select_device(config.runtime.device), config.runtime.threads)
 
 
 def _plan(

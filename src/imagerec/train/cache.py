@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import loading
-from .errors import ImageLoadError
-from .features import model_input
-from .scan import ScannedFile
+from imagerec.data import loading
+from imagerec.errors import ImageLoadError
+from imagerec.data.features import model_input
+from imagerec.data.scan import ScannedFile
 
 CACHE_FORMAT = "imagerec.train_cache"
 CACHE_VERSION = 1

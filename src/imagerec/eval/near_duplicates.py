@@ -6,7 +6,7 @@ and each copy is queried as an outside image, exactly like ``query --image`` (de
 embedding by ``Recommender.image_from_path``). Reported per edit, as the fraction of copies whose
 original is ranked first / in the top 5:
 
-* embedding, color, phash, fused: exhaustive exact ranking of every image by that score (fused =
+* embedding, color, dhash, fused: exhaustive exact ranking of every image by that score (fused =
   configured weights), ties to the smaller id as in ``query``;
 * query: what a user gets: ``Recommender.query`` (ANN candidates + re-rank with the configured weights).
 """
@@ -25,15 +25,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
-from . import loading
-from .config import Config
-from .errors import ImageLoadError
-from .evaluate import EvaluationError, table_lines
-from .query import QueryImage, Recommender, Weights, score_candidates
-from .store import absolute_path
-from .viz import sample_ids
+from imagerec.data import loading
+from imagerec.config import Config
+from imagerec.errors import ImageLoadError
+from imagerec.eval.retrieval import EvaluationError, table_lines
+from imagerec.search.recommender import QueryImage, Recommender, Weights, score_candidates
+from imagerec.store.sqlite import absolute_path
+from imagerec.tools.viz import sample_ids
 
-SIGNALS = ("embedding", "color", "phash", "fused", "query")
+SIGNALS = ("embedding", "color", "dhash", "fused", "query")
 TOP = (1, 5)
 
 
@@ -124,7 +124,7 @@ class NearDuplicateReport:
         return {"near_duplicates": {
             "images": self.images, "copies": self.copies, "seed": self.seed, "weights": self.weights.as_dict(),
             "edits": self.accuracy, "edit_descriptions": {e.name: e.description for e in EDITS},
-            "method": {"embedding/color/phash/fused": "exhaustive exact ranking of every image",
+            "method": {"embedding/color/dhash/fused": "exhaustive exact ranking of every image",
                        "query": "Recommender.query: ANN candidates + re-rank (what 'query --image' returns)"},
             "skipped": list(self.skipped), "elapsed_s": round(self.elapsed_s, 3)}}
 
@@ -181,7 +181,7 @@ def near_duplicate_benchmark(config: Config, *, images: int = 50, seed: int = 0,
 def _exhaustive_ranks(rec: Recommender, copies: list[_Copy], weights: Weights) -> list[dict[str, int]]:
     """Rank of each copy's original under each signal, counting images that beat it (ties: smaller id first)."""
     measure = rec.config.query.color_measure
-    signals = ("embedding", "color", "phash", "fused")
+    signals = ("embedding", "color", "dhash", "fused")
     originals = {c.original for c in copies}
     rows = rec.store.get_features(sorted(originals), rec.model_id)
     row_of = {int(i): r for r, i in enumerate(rows.ids)}
@@ -189,12 +189,12 @@ def _exhaustive_ranks(rec: Recommender, copies: list[_Copy], weights: Weights) -
     for c in copies:
         s = score_candidates([c.query], rows, measure)
         r = row_of[c.original]
-        own.append({"embedding": s.embedding[r], "color": s.color[r], "phash": s.phash[r], "fused": s.fused(weights)[r]})
+        own.append({"embedding": s.embedding[r], "color": s.color[r], "dhash": s.dhash[r], "fused": s.fused(weights)[r]})
     beaten = [dict.fromkeys(signals, 0) for _ in copies]
     for chunk in rec.store.iter_features(rec.model_id):
         for c, base, count in zip(copies, own, beaten):
             s = score_candidates([c.query], chunk, measure)
-            values = {"embedding": s.embedding, "color": s.color, "phash": s.phash, "fused": s.fused(weights)}
+            values = {"embedding": s.embedding, "color": s.color, "dhash": s.dhash, "fused": s.fused(weights)}
             others = chunk.ids != c.original
             for name in signals:
                 better = (values[name] > base[name]) | ((values[name] == base[name]) & (chunk.ids < c.original))
@@ -223,8 +223,8 @@ def format_near_duplicates(report: NearDuplicateReport, markdown: bool = False) 
     """Top-1 / top-5 accuracy per edit (rows) and signal (columns)."""
     w = report.weights
     head = (f"near-duplicates: {report.images} images x {len(EDITS)} edits = {report.copies} copies (seed {report.seed}); "
-            f"top-1 / top-5 accuracy of finding the original; embedding/color/phash/fused: exhaustive ranking, "
-            f"query: ANN + re-rank as 'query --image'; weights {w.embedding:.2f}/{w.color:.2f}/{w.phash:.2f}")
+            f"top-1 / top-5 accuracy of finding the original; embedding/color/dhash/fused: exhaustive ranking, "
+            f"query: ANN + re-rank as 'query --image'; weights {w.embedding:.2f}/{w.color:.2f}/{w.dhash:.2f}")
     rows = [[edit, *(f"{report.accuracy[edit][s]['top1']:.3f} / {report.accuracy[edit][s]['top5']:.3f}" for s in SIGNALS)]
             for edit in report.accuracy]
     lines = [head, ""] if markdown else [head]

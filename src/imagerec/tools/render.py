@@ -21,11 +21,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from . import loading
-from .config import Config
-from .errors import ImagerecError, ImageLoadError
-from .query import QueryResponse
-from .store import absolute_path
+from imagerec.data import loading
+from imagerec.config import Config
+from imagerec.errors import ImagerecError, ImageLoadError
+from imagerec.search.recommender import QueryResponse
+from imagerec.store.sqlite import absolute_path
 
 THUMB = 160
 PAD = 10
@@ -57,7 +57,7 @@ def render_contact_sheet(response: QueryResponse, config: Config, output: str | 
     font = ImageFont.load_default()
     w = response.weights
     draw.text((PAD, 8), f"{n_q} query image(s), top {n_r}; weights embedding {w.embedding:.2f} color {w.color:.2f} "
-                        f"phash {w.phash:.2f}", fill=(0, 0, 0), font=font)
+                        f"dhash {w.dhash:.2f}", fill=(0, 0, 0), font=font)
     settings = loading.LoadSettings.from_config(config.index, thumb)
     root = config.data.image_root
 
@@ -106,7 +106,7 @@ def _paste(sheet: Image.Image, draw: ImageDraw.ImageDraw, source, settings, x: i
 
 
 def _hint(source) -> str | None:
-    from .scan import image_extensions
+    from imagerec.data.scan import image_extensions
 
     name = os.fsdecode(source)
     return image_extensions().get(os.path.splitext(name)[1].lower())

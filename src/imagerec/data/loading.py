@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from imagerec.errors import ImageLoadError
 
 if TYPE_CHECKING:
-    from .config import IndexConfig
+    from imagerec.config import IndexConfig
 
 # Skip reasons recorded in the store (stable strings: they are data).
 EMPTY_FILE = "empty_file"
@@ -176,7 +176,7 @@ def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 def load_path(path: Path, settings: LoadSettings) -> LoadedImage:
     """Load an image given as a user path (query images, tools): the format hint comes from its extension."""
-    from .scan import image_extensions
+    from imagerec.data.scan import image_extensions
 
     hint = image_extensions().get(path.suffix.lower())
     return load_image(path, settings, hint)

@@ -31,16 +31,16 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .config import Config, load_config
-from .errors import ImagerecError
-from .query import QueryImage, Recommender, Scores, Weights, score_candidates
-from .retrieval_metrics import mean_metrics, rank_by_score, ranked_metrics
-from .viz import sample_ids, top_folder
+from imagerec.config import Config, load_config
+from imagerec.errors import ImagerecError
+from imagerec.search.recommender import QueryImage, Recommender, Scores, Weights, score_candidates
+from imagerec.eval.metrics import mean_metrics, rank_by_score, ranked_metrics
+from imagerec.tools.viz import sample_ids, top_folder
 
 BLOCK = 64  # queries scored per pass over the store
 CHUNK = 10_000  # store rows read at a time
 ANN_K = 10
-SIGNALS = ("embedding", "color", "phash", "fused")
+SIGNALS = ("embedding", "color", "dhash", "fused")
 METRIC_CHOICES = ("map", "p@1", "p@5", "p@10")
 
 
@@ -159,7 +159,7 @@ def read_labels_file(path: str | os.PathLike, image_root: Path, known: set[bytes
 
 
 def simplex_grid(step: float) -> np.ndarray:
-    """All (embedding, color, phash) weights that are multiples of ``step`` and sum to 1, shape (G, 3)."""
+    """All (embedding, color, dhash) weights that are multiples of ``step`` and sum to 1, shape (G, 3)."""
     if not 0 < step <= 1:
         raise EvaluationError(f"--grid-step must be in (0, 1] (got {step})")
     n = round(1 / step)
@@ -223,7 +223,7 @@ def evaluate(config: Config, *, labels_file: str | os.PathLike | None = None, sa
             signals = Scores(matrices[0], matrices[1], matrices[2], np.zeros(0, np.int64))
             per_signal["embedding"].append(metrics(signals.embedding))
             per_signal["color"].append(metrics(signals.color))
-            per_signal["phash"].append(metrics(signals.phash))
+            per_signal["dhash"].append(metrics(signals.dhash))
             per_signal["fused"].append(metrics(signals.fused(weights)))
             for g, point in enumerate(grid if grid is not None else ()):
                 per_grid[g].append(metrics(signals.fused(Weights.of(*point))))
@@ -290,7 +290,7 @@ def _score_block(rec: Recommender, queries: list[QueryImage], universe_ids: np.n
             s = score_candidates([q], chunk, measure)
             matrices[0, b, pos[in_u]] = s.embedding[in_u]
             matrices[1, b, pos[in_u]] = s.color[in_u]
-            matrices[2, b, pos[in_u]] = s.phash[in_u]
+            matrices[2, b, pos[in_u]] = s.dhash[in_u]
             mask = indexed & (chunk.ids != q.image_id)
             top[b] = _merge_top(top[b], s.embedding[mask], chunk.ids[mask])
     return matrices, top
@@ -374,7 +374,7 @@ def write_weights_config(config: Config, weights: Weights, target: str | os.Path
         raw.setdefault("output", {})["dir"] = str(config.output.dir)
     section = raw.get("query") if isinstance(raw.get("query"), dict) else {}
     section.update({"w_embedding": round(weights.embedding, 6), "w_color": round(weights.color, 6),
-                    "w_phash": round(weights.phash, 6)})
+                    "w_dhash": round(weights.dhash, 6)})
     raw["query"] = section
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
@@ -399,7 +399,7 @@ def format_table(report: EvaluationReport, markdown: bool = False) -> str:
     head = (f"leave-one-out over {report.n_items} labelled images in {report.n_groups} groups ({report.labels}), "
             f"{report.n_queries} queries{f' (sample, seed {report.seed})' if report.sample else ''}; "
             f"exhaustive exact scoring; fused weights embedding {w.embedding:.2f}, color {w.color:.2f}, "
-            f"phash {w.phash:.2f}; colour measure {report.color_measure}")
+            f"dhash {w.dhash:.2f}; colour measure {report.color_measure}")
     rows = [[s, *(f"{report.signals[s][k]:.4f}" for k in keys)] for s in SIGNALS]
     lines = [head, ""] if markdown else [head]
     lines += table_lines(["signal", *keys], rows, markdown) + ([""] if markdown else [])
@@ -413,10 +413,10 @@ def format_table(report: EvaluationReport, markdown: bool = False) -> str:
         lines += ["", title, ""] if markdown else [title]
         tune_rows = []
         for name, weights in (("best", t.best), ("configured", t.configured)):
-            tune_rows.append([name, f"{weights.embedding:.2f} / {weights.color:.2f} / {weights.phash:.2f}",
+            tune_rows.append([name, f"{weights.embedding:.2f} / {weights.color:.2f} / {weights.dhash:.2f}",
                               f"{t.validation[name][m]:.4f}", f"{t.test[name][m]:.4f}",
                               *(f"{t.test[name][k]:.4f}" for k in keys if k != m)])
-        lines += table_lines(["weights", "embedding / color / phash", f"val {m}", f"test {m}",
+        lines += table_lines(["weights", "embedding / color / dhash", f"val {m}", f"test {m}",
                          *(f"test {k}" for k in keys if k != m)], tune_rows, markdown) + ([""] if markdown else [])
     for note in report.notes:
         lines.append(f"note: {note}")

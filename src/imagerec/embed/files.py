@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
-from .errors import ImagerecError, ModelFileError
+from imagerec.errors import ImagerecError, ModelFileError
 
 MODEL_FORMAT = "imagerec.embedding_model"
 FORMAT_VERSION = 1

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from .config import Config
-from .errors import ImagerecError
+from imagerec.config import Config
+from imagerec.errors import ImagerecError
 
 
 @dataclass
@@ -38,9 +38,9 @@ class ProfileReport:
 
 def profile_query(config: Config, *, images: Sequence[str] = (), ids: Sequence[int] = (), repeat: int = 20,
                   top: int = 25, embedder=None) -> ProfileReport:
-    from .query import Recommender
+    from imagerec.search.recommender import Recommender
 
-    out = config.output.cache_dir / "profile_query.prof"
+    out = config.output.layout.cache_dir / "profile_query.prof"
     stages: Counter = Counter()
     profiler = cProfile.Profile()
     started = time.perf_counter()
@@ -63,9 +63,9 @@ def profile_query(config: Config, *, images: Sequence[str] = (), ids: Sequence[i
 
 
 def profile_index(config: Config, *, limit: int = 200, top: int = 25, embedder=None) -> ProfileReport:
-    from .indexer import BatchWriter, IndexSummary, Progress, WorkItem, decode_one, job_settings, load_embedder
-    from .scan import scan_images
-    from .store import Store
+    from imagerec.indexing.run import BatchWriter, IndexSummary, Progress, WorkItem, decode_one, job_settings, load_embedder
+    from imagerec.data.scan import scan_images
+    from imagerec.store.sqlite import Store
 
     root = Path(config.data.image_root)
     if not root.is_dir():
@@ -75,10 +75,10 @@ def profile_index(config: Config, *, limit: int = 200, top: int = 25, embedder=N
     files = list(islice(scan_images(root, follow_symlinks=config.index.follow_symlinks), limit))
     if not files:
         raise ImagerecError(f"{root}: no images to profile")
-    scratch = config.output.cache_dir / "profile_index_scratch"
+    scratch = config.output.layout.cache_dir / "profile_index_scratch"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    out = config.output.cache_dir / "profile_index.prof"
+    out = config.output.layout.cache_dir / "profile_index.prof"
     summary = IndexSummary(model_id=embedder.model_id if embedder else None)
     profiler = cProfile.Profile()
     started = time.perf_counter()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StoreError
+from imagerec.errors import StoreError
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
-from .errors import ImagerecError
-from .status import MODEL_ID_KEY
-from .store import Store, absolute_path
+from imagerec.config import Config
+from imagerec.errors import ImagerecError
+from imagerec.tools.status import MODEL_ID_KEY
+from imagerec.store.sqlite import Store, absolute_path
 
 MAX_LEGEND_GROUPS = 20
 THUMB_PX = 28
@@ -65,11 +65,11 @@ def plot_embeddings_2d(config: Config, *, sample_size: int = 2000, output: str |
                        seed: int = 0, perplexity: float = 30.0) -> VizSummary:
     started = time.perf_counter()
     output = Path(output)
-    with Store(config.output.db_path, readonly=True) as store:
+    with Store(config.output.layout.db, readonly=True) as store:
         model_id = store.get_meta(MODEL_ID_KEY)
         ids = store.embedding_ids(model_id) if model_id else np.zeros(0, np.int64)
         if len(ids) < 3:
-            raise ImagerecError(f"{config.output.db_path}: need at least 3 images with embeddings for viz-2d (have {len(ids)}); run 'index'")
+            raise ImagerecError(f"{config.output.layout.db}: need at least 3 images with embeddings for viz-2d (have {len(ids)}); run 'index'")
         rows = store.get_features(sample_ids(ids, sample_size, seed).tolist(), model_id)
     t0 = time.perf_counter()
     xy = embed_2d(rows.embeddings, seed, perplexity)
@@ -114,8 +114,8 @@ def _draw_thumbnails(ax, xy: np.ndarray, paths: list[bytes], config: Config) -> 
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
     from PIL import Image
 
-    from . import loading
-    from .scan import image_extensions
+    from imagerec.data import loading
+    from imagerec.data.scan import image_extensions
 
     settings = loading.LoadSettings.from_config(config.index, THUMB_PX)
     extensions = image_extensions()
