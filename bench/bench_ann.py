@@ -57,8 +57,7 @@ def source_collection(db: Path | None) -> Path:
 
 def make_store(src: Path, n: int, dest: Path, noise: float, seed: int) -> tuple[Path, int]:
     """Write an N-row store: the real rows, then noisy copies. Returns (config path, real row count)."""
-    from imagerec.tools.status import MODEL_ID_KEY
-    from imagerec.store.sqlite import ImageRecord, Store
+    from imagerec.store import ImageRecord, Store
 
     cfg = dest / "config.yaml"
     if (dest / "images.db").exists() and cfg.exists():
@@ -71,7 +70,7 @@ def make_store(src: Path, n: int, dest: Path, noise: float, seed: int) -> tuple[
     shutil.copy(src / "embedding_model.pt", dest / "embedding_model.pt")
     (dest / "images").mkdir()
     with Store(src / "images.db", readonly=True) as s:
-        model_id = s.get_meta(MODEL_ID_KEY)
+        model_id = s.model_id
         real = [rows for rows in s.iter_features(model_id)]
     ids = np.concatenate([r.ids for r in real])
     emb = np.concatenate([r.embeddings for r in real])
@@ -84,7 +83,7 @@ def make_store(src: Path, n: int, dest: Path, noise: float, seed: int) -> tuple[
     log(f"synthetic noise σ = {sigma:.5f} per dimension ({noise} × the real per-dimension std)")
     t0 = time.perf_counter()
     with Store(dest / "images.db") as store:
-        store.set_meta(MODEL_ID_KEY, model_id)
+        store.set_model_id(model_id)
         store.set_meta("bench_real_rows", str(min(n, len(ids))))
         for start in range(0, n, 5000):
             count = min(5000, n - start)
@@ -147,7 +146,7 @@ def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, floa
     """Store of ``args.n`` rows from ``src`` at ``dest``, build-ann, recall and latency: (figures, markdown)."""
     from imagerec.config import load_config
     from imagerec.search.recommender import Recommender, Weights, score_candidates
-    from imagerec.store.sqlite import Store
+    from imagerec.store import Store
 
     cfg_path, real_rows = make_store(src, args.n, dest, args.noise, args.seed)
     config = load_config(cfg_path)

@@ -30,9 +30,10 @@ import psutil
 import yaml
 from PIL import Image
 
+from imagerec.embed.base import Preprocess
 from imagerec.data import loading
 from imagerec.config import load_config
-from imagerec.data.features import decode_min_side, model_input
+from imagerec.data.features import decode_min_side
 from imagerec.indexing.run import index_collection
 from imagerec.embed.files import Embedder, ModelSpec, load_model, select_device, write_random_model
 from imagerec.data.scan import scan_images
@@ -83,7 +84,7 @@ def model_only_rate(model_file: Path, files: list[bytes], batch_size: int, threa
     model = load_model(model_file)
     embedder = Embedder(model, select_device("cpu"), threads)
     settings = loading.LoadSettings(("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"), 178_956_970, model.spec.image_size)
-    inputs = np.stack([model_input(loading.load_image(f, settings).image, model.spec.image_size) for f in files])
+    inputs = np.stack([Preprocess(model.spec.image_size)(loading.load_image(f, settings).image) for f in files])
     embedder.embed(inputs[:batch_size])  # warm-up
     started = time.perf_counter()
     for i in range(0, len(inputs), batch_size):

@@ -89,7 +89,8 @@ def _decode_chunk(chunk: list[str], job):
     from imagerec.data import loading
     from imagerec.config import DEFAULT_FORMATS
     from imagerec.errors import ImageLoadError
-    from imagerec.data.features import HistogramSpec, color_histogram, model_input
+    from imagerec.embed.base import Preprocess
+    from imagerec.data.features import HistogramSpec, color_histogram
 
     root, sizes = job
     settings = loading.LoadSettings(DEFAULT_FORMATS, 178_956_970, max(max(sizes), 64))
@@ -101,7 +102,7 @@ def _decode_chunk(chunk: list[str], job):
             print(f"skipping {rel}: {exc}", file=sys.stderr)
             out.append(None)
             continue
-        out.append((rel, color_histogram(image, HistogramSpec("rgb", 8)), {s: model_input(image, s) for s in sizes}))
+        out.append((rel, color_histogram(image, HistogramSpec("rgb", 8)), {s: Preprocess(s)(image) for s in sizes}))
     return out
 
 

@@ -14,7 +14,7 @@ from imagerec.ann import hnsw as ann
 from imagerec.ann.hnsw import AnnIndexError, build_ann, load_ann, read_metadata
 from imagerec.data.features import HistogramSpec
 from imagerec.tools.status import ann_metadata_path, collection_status
-from imagerec.store.sqlite import ImageRecord, Store
+from imagerec.store import ImageRecord, Store
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from imagerec.eval.retrieval import TuneSettings, evaluate, simplex_grid
 from imagerec.eval.near_duplicates import EDITS, near_duplicate_benchmark
 from imagerec.search.recommender import Weights
 from imagerec.eval.metrics import rank_by_score, ranked_metrics
-from imagerec.store.sqlite import Store
+from imagerec.store import Store
 
 CLASSES = ("Leopards", "car_side", "sunflower")
 PER_CLASS = 20

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imagerec.embed.base import Preprocess
 from imagerec.data.features import (
     HISTOGRAM_SIDE,
     HistogramSpec,
@@ -19,7 +20,6 @@ from imagerec.data.features import (
     hash_from_int64,
     hash_to_int64,
     joint_histogram,
-    model_input,
 )
 from imagerec.search.similarity import hamming_distance, histogram_intersection
 
@@ -289,7 +289,7 @@ def _stripes(width: int, height: int, bounds: tuple[int, int], vertical: bool) -
 @pytest.mark.parametrize("size", [16, 32, 57])
 @pytest.mark.parametrize("dims", [(200, 100), (100, 200), (64, 64), (10, 20), (33, 1000), (1, 1)])
 def test_model_input_shape_and_dtype(size, dims):
-    out = model_input(Image.new("RGB", dims, (1, 2, 3)), size)
+    out = Preprocess(size)(Image.new("RGB", dims, (1, 2, 3)))
     assert out.shape == (size, size, 3)
     assert out.dtype == np.uint8
     assert (out == (1, 2, 3)).all()
@@ -299,14 +299,14 @@ def test_model_input_wide_image_keeps_horizontal_centre():
     # 200x100 → shorter side 100 → 32: scaled to 64x32, crop columns 16..48 of 64 = 50..150 of the original.
     # Red 0..40 and blue 160..200 lie outside that window, so only green is left.
     image = _stripes(200, 100, (40, 160), vertical=True)
-    out = model_input(image, 32)
+    out = Preprocess(32)(image)
     assert out.shape == (32, 32, 3)
     assert (out[..., 1] > 200).all() and (out[..., 0] < 30).all() and (out[..., 2] < 30).all()
 
 
 def test_model_input_tall_image_keeps_vertical_centre():
     image = _stripes(100, 200, (40, 160), vertical=False)
-    out = model_input(image, 32)
+    out = Preprocess(32)(image)
     assert (out[..., 1] > 200).all() and (out[..., 0] < 30).all() and (out[..., 2] < 30).all()
 
 
@@ -320,7 +320,7 @@ def test_model_input_crop_is_centred_not_corner(wide):
     pixels[..., 0] = ramp[None, :]
     if not wide:
         pixels = np.ascontiguousarray(pixels.transpose(1, 0, 2))
-    out = model_input(Image.fromarray(pixels, "RGB"), 32).astype(float)[..., 0]
+    out = Preprocess(32)(Image.fromarray(pixels, "RGB")).astype(float)[..., 0]
     profile = out.mean(axis=0 if wide else 1)  # along the long side
     assert profile[0] == pytest.approx(51.1, abs=3)
     assert profile[-1] == pytest.approx(147.9, abs=3)
@@ -331,7 +331,7 @@ def test_model_input_crop_is_centred_not_corner(wide):
 def test_model_input_exact_size_square_is_unchanged():
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(model_input(Image.fromarray(pixels, "RGB"), 32), pixels)
+    np.testing.assert_array_equal(Preprocess(32)(Image.fromarray(pixels, "RGB")), pixels)
 
 
 def test_model_input_small_image_is_upscaled():
@@ -339,6 +339,6 @@ def test_model_input_small_image_is_upscaled():
     pixels = np.zeros((16, 8, 3), dtype=np.uint8)
     pixels[:4] = 255  # top quarter white: cropped away
     pixels[12:] = 255  # bottom quarter white: cropped away
-    out = model_input(Image.fromarray(pixels, "RGB"), 32)
+    out = Preprocess(32)(Image.fromarray(pixels, "RGB"))
     assert out.shape == (32, 32, 3)
     assert out[4:-4].max() == 0  # the centre is black (edges may blend with the white rows)

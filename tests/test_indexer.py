@@ -20,9 +20,10 @@ import torch
 from PIL import Image
 
 from conftest import SAMPLE_DIR, TINY_MODEL_SIZE
+from imagerec.embed.base import Preprocess
 from imagerec.data import loading
 from imagerec.config import load_config
-from imagerec.data.features import HISTOGRAM_SIDE, model_input
+from imagerec.data.features import HISTOGRAM_SIDE
 from imagerec.indexing.run import Progress, index_collection
 from imagerec.embed.files import Embedder, ModelSpec, load_model, write_random_model
 
@@ -279,7 +280,7 @@ def test_embeddings_match_the_query_path(tmp_path, config_for, tiny_model_file):
     settings = loading.LoadSettings(config.index.formats, config.index.max_image_pixels,
                                     min_side=max(model.spec.image_size, HISTOGRAM_SIDE // 2))
     rels = sorted(stored)
-    pixels = [model_input(loading.load_image(root / os.fsdecode(rel), settings, "JPEG").image, model.spec.image_size)
+    pixels = [Preprocess(model.spec.image_size)(loading.load_image(root / os.fsdecode(rel), settings, "JPEG").image)
               for rel in rels]
     expected = embedder.embed(np.stack(pixels))
     got = []

@@ -16,7 +16,7 @@ from imagerec.cli import cli
 from imagerec.config import Config
 from imagerec.errors import ConfigError
 from imagerec.search.recommender import QueryError, Recommender, Weights, run_query
-from imagerec.store.sqlite import Store
+from imagerec.store import Store
 
 
 @pytest.fixture(scope="module")

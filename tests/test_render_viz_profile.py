@@ -61,7 +61,7 @@ def test_profile_query_writes_readable_prof(sample):
 
 
 def test_profile_index_writes_readable_prof_and_leaves_collection_alone(sample):
-    from imagerec.store.sqlite import Store
+    from imagerec.store import Store
 
     with Store(sample.out / "images.db", readonly=True) as store:
         before = store.data_version
@@ -110,7 +110,7 @@ def test_viz_2d_thumbnails(sample, tmp_path):
 def test_viz_2d_empty_collection_is_one_line_error(tmp_path):
     import yaml
 
-    from imagerec.store.sqlite import Store
+    from imagerec.store import Store
 
     (tmp_path / "out").mkdir()
     Store(tmp_path / "out" / "images.db").close()

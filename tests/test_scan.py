@@ -14,7 +14,7 @@ from pathlib import Path
 from imagerec.config import load_config
 from imagerec.indexing.run import index_collection
 from imagerec.data.scan import ScanStats, scan_images
-from imagerec.store.sqlite import Store
+from imagerec.store import Store
 
 
 def _scan(root: Path, **kwargs) -> tuple[list[bytes], ScanStats]:

@@ -12,15 +12,9 @@ import pytest
 
 from imagerec.errors import StoreError
 from imagerec.data.features import hash_from_int64, hash_to_int64
-from imagerec.store.sqlite import (
-    SCHEMA_VERSION,
-    ImageRecord,
-    SkipRecord,
-    Store,
-    WriteResult,
-    absolute_path,
-    display_path,
-)
+from imagerec.store import ImageRecord, SkipRecord, Store, WriteResult
+from imagerec.store.migrations import SCHEMA_VERSION
+from imagerec.store.records import absolute_path, display_path
 
 DIM = 8
 

@@ -37,8 +37,8 @@ import numpy as np
 
 from imagerec.config import Config
 from imagerec.errors import ImagerecError
-from imagerec.tools.status import MODEL_ID_KEY, ann_metadata_path
-from imagerec.store.sqlite import Store
+from imagerec.tools.status import ann_metadata_path
+from imagerec.store import Store
 
 LIBRARY = "faiss"
 INDEX_TYPE = "IndexIDMap(IndexHNSWFlat)"
@@ -119,7 +119,7 @@ def build_ann(config: Config, *, progress: Callable[[int, int], None] | None = N
     faiss.omp_set_num_threads(threads)
     stage = {"read": 0.0, "add": 0.0, "write": 0.0}
     with Store(config.output.layout.db, readonly=True) as store, store.read_snapshot():
-        model_id = store.get_meta(MODEL_ID_KEY)
+        model_id = store.model_id
         total = store.count_embeddings_by_model().get(model_id, 0) if model_id else 0
         if not model_id or total == 0:
             raise AnnIndexError(

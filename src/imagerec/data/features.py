@@ -76,13 +76,3 @@ def hash_to_int64(value: int) -> int:
 def hash_from_int64(value: int) -> int:
     """Signed int64 from SQLite → unsigned 64-bit hash."""
     return value + (1 << 64) if value < 0 else value
-
-
-def model_input(image: Image.Image, size: int) -> np.ndarray:
-    """What the embedding model sees: shorter side resized to ``size``, centre crop, (size, size, 3) uint8."""
-    w, h = image.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    # one resize of the centre square (box=), instead of resizing everything and then cropping
-    square = image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=3.0)
-    return np.asarray(square, dtype=np.uint8)

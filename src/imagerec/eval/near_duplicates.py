@@ -30,7 +30,7 @@ from imagerec.config import Config
 from imagerec.errors import ImageLoadError
 from imagerec.eval.retrieval import EvaluationError, table_lines
 from imagerec.search.recommender import QueryImage, Recommender, Weights, score_candidates
-from imagerec.store.sqlite import absolute_path
+from imagerec.store.records import absolute_path
 from imagerec.tools.viz import sample_ids
 
 SIGNALS = ("embedding", "color", "dhash", "fused", "query")

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from imagerec.embed.base import Preprocess
 from imagerec.data import loading
 from imagerec.config import Config
 from imagerec.errors import ImageLoadError, ImagerecError
-from imagerec.data.features import HistogramSpec, color_histogram, decode_min_side, dhash, hash_to_int64, model_input
+from imagerec.data.features import HistogramSpec, color_histogram, decode_min_side, dhash, hash_to_int64
 from imagerec.data.scan import ScannedFile, ScanStats, count_images, scan_images
-from imagerec.tools.status import MODEL_ID_KEY
-from imagerec.store.sqlite import ImageRecord, SkipRecord, Store
+from imagerec.store import ImageRecord, SkipRecord, Store
 
 PLAN_CHUNK = 256  # paths looked up in SQLite at a time
 JOB_SIZE = 32  # images per worker job (fewer, larger jobs: less IPC per image)
@@ -147,7 +147,7 @@ def index_collection(
 
     with Store(config.output.layout.db) as store:
         if embedder is not None:
-            store.set_meta(MODEL_ID_KEY, embedder.model_id)
+            store.set_model_id(embedder.model_id)
         store.begin_scan()
         plan = _plan(store, root, config, hist_spec.key, summary.model_id, summary, bar)
         writer = BatchWriter(store, embedder, config.index.batch_size, hist_spec.key, summary, bar)
@@ -317,7 +317,7 @@ def decode_one(item: WorkItem, settings: JobSettings) -> Decoded:
             result.histogram = color_histogram(loaded.image, settings.histogram)
             result.dhash = hash_to_int64(dhash(loaded.image))
         if settings.model_size:
-            result.pixels = model_input(loaded.image, settings.model_size)
+            result.pixels = Preprocess(settings.model_size)(loaded.image)
         result.features_s = time.perf_counter() - t1
         return result
     except ImageLoadError as exc:

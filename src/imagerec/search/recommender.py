@@ -33,15 +33,16 @@ from typing import Any
 
 import numpy as np
 
+from imagerec.embed.base import Preprocess
 from imagerec.data import loading
 
 from imagerec.search import similarity
 from imagerec.ann.hnsw import AnnIndex, load_ann
 from imagerec.config import Config
 from imagerec.errors import ImageLoadError, ImagerecError
-from imagerec.data.features import HistogramSpec, color_histogram, decode_min_side, dhash, hash_to_int64, model_input
-from imagerec.tools.status import MODEL_ID_KEY
-from imagerec.store.sqlite import FeatureRows, Store, display_path
+from imagerec.data.features import HistogramSpec, color_histogram, decode_min_side, dhash, hash_to_int64
+from imagerec.store import FeatureRows, Store
+from imagerec.store.records import display_path
 
 
 class QueryError(ImagerecError):
@@ -159,7 +160,7 @@ class Recommender:
         self.config = config
         self.store = Store(config.output.layout.db, readonly=True)
         try:
-            self.model_id = self.store.get_meta(MODEL_ID_KEY)
+            self.model_id = self.store.model_id
             count = self.store.count_embeddings_by_model().get(self.model_id, 0) if self.model_id else 0
             if count == 0:
                 raise QueryError(f"the collection at {config.output.layout.db} has no embeddings yet; run 'index' with a model file, then 'build-ann'")
@@ -226,7 +227,7 @@ class Recommender:
         t1 = time.perf_counter()
         histogram = color_histogram(loaded.image, self.hist_spec)
         hash_value = hash_to_int64(dhash(loaded.image))
-        pixels = model_input(loaded.image, embedder.image_size)
+        pixels = Preprocess(embedder.image_size)(loaded.image)
         t2 = time.perf_counter()
         vector = embedder.embed(np.stack([pixels]))[0]  # a fresh writable batch, as the indexer builds it
         t3 = time.perf_counter()

@@ -2,133 +2,36 @@
 
 One file (``images.db``), WAL mode, every write batch in one ``BEGIN IMMEDIATE`` transaction, so a
 crash at any moment leaves each image with a complete row or none. The schema is versioned with
-``PRAGMA user_version`` and a list of small migrations; a database newer than the code is refused.
+``PRAGMA user_version`` and the migrations in ``migrations.py``; a database newer than the code is refused.
 
 Encodings: ``path`` is the path relative to the image root as raw bytes ('/'-separated, exactly what
 the file system returned, so non-UTF-8 names survive); vectors are little-endian float32 BLOBs; the
 64-bit dHash is stored as a signed INTEGER (see ``features.hash_to_int64``). Image ids come from
 ``AUTOINCREMENT``: a path keeps its id while it exists, and ids of removed images are never reused.
+
+A ``Store`` is one connection: use it from one thread at a time. ``StoreReaders`` hands every thread
+its own read-only connection, so any number of threads can each read their own snapshot.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from imagerec.errors import StoreError
+from imagerec.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from imagerec.store.records import FeatureRows, ImageRecord, SkipRecord, StoredImage, StoredState, WriteResult
+from imagerec.vectors import from_blob, to_blob
 
-
-def _run_script(db: sqlite3.Connection, script: str) -> None:
-    """Run statements one by one (``executescript`` would COMMIT the migration's transaction)."""
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-def _m001_initial(db: sqlite3.Connection) -> None:
-    _run_script(
-        db,
-        """
-        CREATE TABLE images(
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            path BLOB NOT NULL UNIQUE,
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            width INTEGER NOT NULL,
-            height INTEGER NOT NULL,
-            format TEXT NOT NULL,
-            histogram BLOB NOT NULL,
-            histogram_key TEXT NOT NULL,
-            dhash INTEGER NOT NULL,
-            indexed_at REAL NOT NULL
-        );
-        CREATE TABLE embeddings(
-            image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
-            model_id TEXT NOT NULL,
-            vector BLOB NOT NULL
-        );
-        CREATE INDEX embeddings_by_model ON embeddings(model_id);
-        CREATE TABLE skipped(
-            path BLOB PRIMARY KEY,
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            reason TEXT NOT NULL,
-            detail TEXT NOT NULL,
-            recorded_at REAL NOT NULL
-        );
-        CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        INSERT INTO meta(key, value) VALUES ('data_version', '0');
-        """
-    )
-
-
-#: Applied in order, each once; ``PRAGMA user_version`` counts how many have run.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredState:
-    """What the store knows about a path, for deciding whether to recompute."""
-
-    image_id: int
-    size: int
-    mtime_ns: int
-    histogram_key: str
-    model_id: str | None
-
-
-@dataclass(slots=True)
-class ImageRecord:
-    """A fully computed image, ready to write. ``embedding`` is None when no model is available."""
-
-    path: bytes
-    size: int
-    mtime_ns: int
-    width: int
-    height: int
-    format: str
-    histogram: np.ndarray
-    histogram_key: str
-    dhash: int  # signed int64
-    embedding: np.ndarray | None = None
-    model_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SkipRecord:
-    path: bytes
-    size: int
-    mtime_ns: int
-    reason: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    inserted: int
-    updated: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredImage:
-    """One image row with its features, as the query and tools read it."""
-
-    id: int
-    path: bytes
-    width: int
-    height: int
-    histogram: np.ndarray
-    dhash: int
-    embedding: np.ndarray | None
+MODEL_ID_KEY = "model_id"
 
 
 class Store:
@@ -225,6 +128,14 @@ class Store:
             db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     @property
+    def model_id(self) -> str | None:
+        """Id of the model the collection's embeddings are made with (set by ``index``), None before any."""
+        return self.get_meta(MODEL_ID_KEY)
+
+    def set_model_id(self, model_id: str) -> None:
+        self.set_meta(MODEL_ID_KEY, model_id)
+
+    @property
     def data_version(self) -> int:
         """Incremented by every committed change to images or embeddings (ANN staleness check)."""
         return int(self.get_meta("data_version") or 0)
@@ -287,7 +198,7 @@ class Store:
                     "format = excluded.format, histogram = excluded.histogram, histogram_key = excluded.histogram_key, "
                     "dhash = excluded.dhash, indexed_at = excluded.indexed_at RETURNING id",
                     (rec.path, rec.size, rec.mtime_ns, rec.width, rec.height, rec.format,
-                     _blob(rec.histogram), rec.histogram_key, rec.dhash, now),
+                     to_blob(rec.histogram), rec.histogram_key, rec.dhash, now),
                 ).fetchone()[0]
                 if existed:
                     updated += 1
@@ -348,7 +259,7 @@ class Store:
             [model_id, *ids],
         )
         return [
-            StoredImage(r[0], r[1], r[2], r[3], _vector(r[4]), r[5], None if r[6] is None else _vector(r[6]))
+            StoredImage(r[0], r[1], r[2], r[3], from_blob(r[4]), r[5], None if r[6] is None else from_blob(r[6]))
             for r in rows
         ]
 
@@ -441,19 +352,42 @@ class Store:
             yield FeatureRows.from_rows(rows)
 
 
-def _blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+class StoreReaders:
+    """Read-only connections to one database, one per thread, opened on first use; ``close()`` closes all."""
 
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[Store] = []
+        self._closed = False
+        self.get()  # fail now, in the caller's thread, if the database cannot be opened
 
-def _vector(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<f4")
+    def get(self) -> Store:
+        """This thread's connection."""
+        store = getattr(self._local, "store", None)
+        if store is None:
+            with self._lock:
+                if self._closed:
+                    raise StoreError(f"{self.path}: the collection was closed")
+                store = Store(self.path, readonly=True)
+                self._all.append(store)
+            self._local.store = store
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            stores, self._all = self._all, []
+        for store in stores:
+            store.close()
 
 
 def _put_embedding(db: sqlite3.Connection, image_id: int, vector: np.ndarray, model_id: str) -> None:
     db.execute(
         "INSERT INTO embeddings(image_id, model_id, vector) VALUES (?, ?, ?) "
         "ON CONFLICT(image_id) DO UPDATE SET model_id = excluded.model_id, vector = excluded.vector",
-        (image_id, model_id, _blob(vector)),
+        (image_id, model_id, to_blob(vector)),
     )
 
 
@@ -468,39 +402,3 @@ def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
     if "readonly" in text or "read-only" in text:
         return f"{path}: database is read-only; check the permissions of {path.parent}"
     return f"{path}: database error: {text}"
-
-
-def display_path(rel_path: bytes) -> str:
-    """A printable form of a stored path (undecodable bytes shown as \\x escapes)."""
-    return rel_path.decode("utf-8", errors="backslashreplace")
-
-
-def absolute_path(image_root: Path, rel_path: bytes) -> bytes:
-    return os.path.join(os.fsencode(image_root), rel_path)
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureRows:
-    """Features of many images as arrays (row i belongs to ``ids[i]``); what re-ranking consumes."""
-
-    ids: np.ndarray  # int64 (n,)
-    paths: list[bytes]
-    embeddings: np.ndarray  # float32 (n, d)
-    histograms: np.ndarray  # float32 (n, bins**3)
-    dhashes: np.ndarray  # int64 (n,), signed form of the 64-bit dHash
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @classmethod
-    def from_rows(cls, rows: Sequence[tuple]) -> "FeatureRows":
-        """From (id, path, histogram blob, dhash, vector blob) rows."""
-        n = len(rows)
-        if n == 0:
-            empty = np.zeros((0, 0), dtype=np.float32)
-            return cls(np.zeros(0, np.int64), [], empty, empty, np.zeros(0, np.int64))
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        hists = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(n, -1)
-        hashes = np.fromiter((r[3] for r in rows), dtype=np.int64, count=n)
-        vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype="<f4").reshape(n, -1)
-        return cls(ids, [r[1] for r in rows], vectors, hists, hashes)

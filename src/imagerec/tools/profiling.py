@@ -65,7 +65,7 @@ def profile_query(config: Config, *, images: Sequence[str] = (), ids: Sequence[i
 def profile_index(config: Config, *, limit: int = 200, top: int = 25, embedder=None) -> ProfileReport:
     from imagerec.indexing.run import BatchWriter, IndexSummary, Progress, WorkItem, decode_one, job_settings, load_embedder
     from imagerec.data.scan import scan_images
-    from imagerec.store.sqlite import Store
+    from imagerec.store import Store
 
     root = Path(config.data.image_root)
     if not root.is_dir():

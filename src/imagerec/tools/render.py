@@ -25,7 +25,7 @@ from imagerec.data import loading
 from imagerec.config import Config
 from imagerec.errors import ImagerecError, ImageLoadError
 from imagerec.search.recommender import QueryResponse
-from imagerec.store.sqlite import absolute_path
+from imagerec.store.records import absolute_path
 
 THUMB = 160
 PAD = 10

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from imagerec.config import Config
-from imagerec.store.sqlite import Store
+from imagerec.store import Store
 
-MODEL_ID_KEY = "model_id"
 
 
 def ann_metadata_path(config: Config) -> Path:
@@ -39,7 +38,7 @@ def collection_status(config: Config) -> CollectionStatus:
     """Read-only summary of ``config``'s collection."""
     with Store(config.output.layout.db, readonly=True) as store:
         by_model = store.count_embeddings_by_model()
-        model_id = store.get_meta(MODEL_ID_KEY)
+        model_id = store.model_id
         skipped = store.count_skipped_by_reason()
         return CollectionStatus(
             images=store.count_images(),

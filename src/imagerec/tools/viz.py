@@ -20,8 +20,8 @@ import numpy as np
 
 from imagerec.config import Config
 from imagerec.errors import ImagerecError
-from imagerec.tools.status import MODEL_ID_KEY
-from imagerec.store.sqlite import Store, absolute_path
+from imagerec.store import Store
+from imagerec.store.records import absolute_path
 
 MAX_LEGEND_GROUPS = 20
 THUMB_PX = 28
@@ -66,7 +66,7 @@ def plot_embeddings_2d(config: Config, *, sample_size: int = 2000, output: str |
     started = time.perf_counter()
     output = Path(output)
     with Store(config.output.layout.db, readonly=True) as store:
-        model_id = store.get_meta(MODEL_ID_KEY)
+        model_id = store.model_id
         ids = store.embedding_ids(model_id) if model_id else np.zeros(0, np.int64)
         if len(ids) < 3:
             raise ImagerecError(f"{config.output.layout.db}: need at least 3 images with embeddings for viz-2d (have {len(ids)}); run 'index'")

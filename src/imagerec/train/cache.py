@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from imagerec.embed.base import Preprocess
 from imagerec.data import loading
 from imagerec.errors import ImageLoadError
-from imagerec.data.features import model_input
 from imagerec.data.scan import ScannedFile
 
 CACHE_FORMAT = "imagerec.train_cache"
@@ -187,7 +187,7 @@ def decode_rows(files: list[ScannedFile], settings) -> list[tuple[np.ndarray | N
     for f in files:
         try:
             loaded = loading.load_image(os.path.join(root, f.rel_path), load, f.format_hint)
-            results.append((model_input(loaded.image, size), None))
+            results.append((Preprocess(size)(loaded.image), None))
         except ImageLoadError as exc:
             results.append((None, exc.reason))
         except Exception as exc:  # an exotic failure costs one image, not the build
