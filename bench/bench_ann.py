@@ -144,15 +144,17 @@ def main() -> None:
 
 def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, float], str]:
     """Store of ``args.n`` rows from ``src`` at ``dest``, build-ann, recall and latency: (figures, markdown)."""
+    from imagerec.ann import read_manifest
     from imagerec.config import load_config
-    from imagerec.search.recommender import Recommender, Weights, score_candidates
+    from imagerec.search.fusion import Weights, score_candidates
+    from imagerec.search.recommender import Recommender, SearchSettings
     from imagerec.store import Store
 
     cfg_path, real_rows = make_store(src, args.n, dest, args.noise, args.seed)
     config = load_config(cfg_path)
     log("building the ANN index (imagerec build-ann)")
     build_s, build_rss = build(cfg_path)
-    size_mb = config.output.layout.ann_file('ann_hnsw.bin').stat().st_size / 1e6
+    size_mb = read_manifest(config.output.layout).size_bytes / 1e6
     rng = np.random.default_rng(args.seed + 1)
 
     with Store(config.output.layout.db, readonly=True) as store:
@@ -174,7 +176,7 @@ def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, floa
     recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
 
     log("query --id latency (candidates + re-rank, features from SQLite)")
-    weights = Weights.from_config(config)
+    weights = SearchSettings.from_config(config).weights
     lat, ann_s, fetch_s, rerank_s, top_ann = [], [], [], [], {}
     for qid in query_ids:
         t0 = time.perf_counter()

@@ -47,7 +47,7 @@ def write_collection_config(base: Path, root: Path, model_file: Path, **sections
 
 
 def index_and_build(collection: Collection) -> None:
-    from imagerec.ann.hnsw import build_ann
+    from imagerec.ann import build_ann
     from imagerec.indexing.run import index_collection
 
     config = collection.config()

@@ -14,9 +14,10 @@ import pytest
 
 from ann_support import SAMPLE_DIR, index_and_build, run_cli, write_collection_config
 from imagerec.config import load_config
-from imagerec.eval.retrieval import TuneSettings, evaluate, simplex_grid
+from imagerec.eval.retrieval import evaluate
+from imagerec.eval.tuning import TuneSettings, simplex_grid
 from imagerec.eval.near_duplicates import EDITS, near_duplicate_benchmark
-from imagerec.search.recommender import Weights
+from imagerec.search.fusion import Weights
 from imagerec.eval.metrics import rank_by_score, ranked_metrics
 from imagerec.store import Store
 

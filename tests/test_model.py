@@ -1,7 +1,11 @@
-"""Embedding model file format, loader checks, device choice and batched inference (small inputs, CPU)."""
+"""Embedding model file format, architecture registry, loader checks, device choice, threads and
+batched inference (small inputs, CPU)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -9,30 +13,40 @@ import numpy as np
 import pytest
 import torch
 
-from imagerec.errors import ModelFileError
+from imagerec.embed import Embedder, TorchEmbedder, load_embedder, set_torch_threads
+from imagerec.embed.base import Architecture, architecture, architectures, register_architecture
 from imagerec.embed.files import (
     FORMAT_VERSION,
     MODEL_FORMAT,
-    Embedder,
     ModelSpec,
     build_backbone,
     compute_model_id,
     load_model,
     save_model,
-    select_device,
     write_random_model,
 )
+from imagerec.embed.device import select_device
+from imagerec.errors import ModelFileError
 
 SIZE = 32  # tiny inputs keep CPU inference fast
 THREADS = 1  # the test machine is shared
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """This module's stage edge: one torch thread, restored afterwards."""
+    before = torch.get_num_threads()
+    set_torch_threads(THREADS)
+    yield
+    torch.set_num_threads(before)
 
 
 def _images(n: int, seed: int = 0, size: int = SIZE) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
 
 
-def _embedder(path: Path) -> Embedder:
-    return Embedder(load_model(path), torch.device("cpu"), threads=THREADS)
+def _embedder(path: Path) -> TorchEmbedder:
+    return load_embedder(path, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +136,7 @@ def test_round_trip_gives_identical_embeddings_and_id(tmp_path):
     assert not loaded.backbone.training
     for name, tensor in net.state_dict().items():
         assert torch.equal(tensor, loaded.backbone.state_dict()[name]), name
-    got = Embedder(loaded, torch.device("cpu"), threads=THREADS).embed(images)
+    got = TorchEmbedder(loaded, torch.device("cpu")).embed(images)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
@@ -252,7 +266,7 @@ def test_small_stem_model(tmp_path):
     conv1 = model.backbone.conv1
     assert conv1.kernel_size == (3, 3) and conv1.stride == (1, 1)
     assert isinstance(model.backbone.maxpool, torch.nn.Identity)
-    out = Embedder(model, torch.device("cpu"), threads=THREADS).embed(_images(2, size=16))
+    out = TorchEmbedder(model, "cpu").embed(_images(2, size=16))
     assert out.shape == (2, 512) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
 
@@ -265,7 +279,8 @@ def test_embedding_shape_dtype_and_unit_norm(embedder):
     assert out.shape == (5, 512) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert np.isfinite(out).all()
-    assert embedder.image_size == SIZE and embedder.model_id == embedder.model.model_id
+    assert embedder.input_size == SIZE and embedder.model_id == embedder.model.model_id
+    assert embedder.image_size == SIZE  # alias still read by indexing/run.py and search/recommender.py
 
 
 def test_embedding_is_deterministic_and_batch_independent(embedder):
@@ -319,3 +334,168 @@ def test_select_device_unavailable_cuda_is_an_error():
         with pytest.raises(ModelFileError) as info:
             select_device("cuda")
         assert "cuda" in str(info.value) and "not available" in str(info.value)
+
+
+# -- the Embedder protocol ----------------------------------------------------------------------
+
+
+def test_torch_embedder_implements_the_protocol(embedder, model_files):
+    folder, ids = model_files
+    assert isinstance(embedder, Embedder)
+    assert embedder.arch == "resnet18" and embedder.dim == 512 and embedder.model_id == ids["a"]
+    assert embedder.runs_on_cpu and embedder.device == torch.device("cpu")
+    assert embedder.preprocess.input_size == SIZE
+    from PIL import Image
+
+    pixels = embedder.preprocess(Image.new("RGB", (70, 50), (10, 20, 30)))
+    assert pixels.shape == (SIZE, SIZE, 3) and pixels.dtype == np.uint8
+    assert embedder.embed(pixels[None]).shape == (1, embedder.dim)
+
+
+def test_embedder_constructor_and_loader_leave_torch_threads_alone(model_files):
+    folder, _ = model_files
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # not the CPU count and not 1: a constructor that set threads would change it
+    try:
+        TorchEmbedder(load_model(folder / "a.pt"), torch.device("cpu"))
+        assert torch.get_num_threads() == 3
+        load_embedder(folder / "b.pt", device="cpu")
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_set_torch_threads():
+    before = torch.get_num_threads()
+    try:
+        assert set_torch_threads(2) == 2 and torch.get_num_threads() == 2
+        assert set_torch_threads(3, "cpu") == 3 and torch.get_num_threads() == 3
+        assert set_torch_threads(1, torch.device("cuda")) == 3  # the model is not on CPU threads: unchanged
+        assert torch.get_num_threads() == 3
+        assert set_torch_threads(None) == (os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_load_embedder_explicit_unavailable_device_is_a_model_file_error(model_files):
+    folder, _ = model_files
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ModelFileError, match="not available"):
+        load_embedder(folder / "a.pt", device="cuda")
+
+
+# -- architecture registry ----------------------------------------------------------------------
+
+TINY_DIM = 8
+
+
+class _TinyNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, TINY_DIM, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3))
+
+
+TINY_ARCH = Architecture(name="test-tiny", embedding_dim=TINY_DIM, builder=lambda spec: _TinyNet())
+
+
+@pytest.fixture
+def tiny_arch():
+    register_architecture(TINY_ARCH)
+    yield TINY_ARCH
+    from imagerec.embed import base
+
+    base._ARCHITECTURES.pop(TINY_ARCH.name)
+
+
+def test_registry_knows_resnet18():
+    assert "resnet18" in architectures()
+    arch = architecture("resnet18")
+    assert arch.embedding_dim == 512 and set(arch.stems) == {"imagenet", "small"}
+
+
+def test_unknown_architecture_names_the_known_ones():
+    with pytest.raises(ModelFileError) as info:
+        architecture("resnet50")
+    assert "resnet50" in str(info.value) and "resnet18" in str(info.value)
+
+
+def test_registry_loads_a_file_by_its_recorded_arch(tmp_path, tiny_arch):
+    spec = ModelSpec(arch="test-tiny", image_size=16, embedding_dim=TINY_DIM)
+    model_id = write_random_model(tmp_path / "tiny.pt", spec, seed=0)
+    model = load_model(tmp_path / "tiny.pt")
+    assert isinstance(model.backbone, _TinyNet) and model.spec == spec and model.model_id == model_id
+    embedder = load_embedder(tmp_path / "tiny.pt", device="cpu")
+    assert embedder.arch == "test-tiny" and embedder.dim == TINY_DIM and embedder.input_size == 16
+    out = embedder.embed(_images(3, size=16))
+    assert out.shape == (3, TINY_DIM) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    resnet = load_model(_resnet_file(tmp_path))  # the same loader still builds a ResNet for a resnet18 file
+    assert type(resnet.backbone).__name__ == "ResNet"
+
+
+def _resnet_file(tmp_path: Path) -> Path:
+    write_random_model(tmp_path / "resnet.pt", ModelSpec(image_size=16), seed=0)
+    return tmp_path / "resnet.pt"
+
+
+def test_file_of_an_unregistered_arch_is_a_model_file_error(tmp_path, tiny_arch, payload):
+    spec = ModelSpec(arch="test-tiny", image_size=16, embedding_dim=TINY_DIM)
+    write_random_model(tmp_path / "tiny.pt", spec, seed=0)
+    from imagerec.embed import base
+
+    base._ARCHITECTURES.pop("test-tiny")
+    try:
+        message = _expect_error(tmp_path / "tiny.pt", "unknown model architecture", "'test-tiny'", "resnet18", "re-create")
+    finally:
+        register_architecture(TINY_ARCH)
+    assert "do not match" not in message
+    forged = _save_payload(tmp_path, {**payload, "spec": {**payload["spec"], "arch": "vit_b"}}, "vit.pt")
+    _expect_error(forged, "unknown model architecture", "'vit_b'", "resnet18")
+
+
+def test_arch_checks_stem_and_dim(tiny_arch, tmp_path):
+    with pytest.raises(ValueError, match="stem"):
+        build_backbone(ModelSpec(arch="test-tiny", stem="small", embedding_dim=TINY_DIM))
+    with pytest.raises(ValueError, match="embedding_dim"):
+        save_model(tmp_path / "m.pt", _TinyNet(), ModelSpec(arch="test-tiny", embedding_dim=512))
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_registering_a_different_architecture_under_a_taken_name_is_refused(tiny_arch):
+    register_architecture(TINY_ARCH)  # the same one again is fine
+    with pytest.raises(ValueError, match="already registered"):
+        register_architecture(Architecture(name="resnet18", embedding_dim=TINY_DIM, builder=lambda spec: _TinyNet()))
+    assert architecture("resnet18").embedding_dim == 512
+
+
+# -- model id -----------------------------------------------------------------------------------
+
+
+def test_model_file_id_changes_when_one_weight_changes(tmp_path):
+    spec = ModelSpec(image_size=SIZE)
+    torch.manual_seed(0)
+    net = build_backbone(spec)
+    first = save_model(tmp_path / "m.pt", net, spec)
+    with torch.no_grad():
+        net.layer3[0].conv2.weight[0, 0, 0, 0] += 1e-3
+    second = save_model(tmp_path / "m.pt", net, spec)
+    assert first != second and load_model(tmp_path / "m.pt").model_id == second
+    with torch.no_grad():
+        net.layer3[0].conv2.weight[0, 0, 0, 0] -= 1e-3
+    assert save_model(tmp_path / "m.pt", net, spec) == first  # and back: the id is a function of the weights
+
+
+def test_model_id_algorithm_is_unchanged(payload):
+    """sha256 of the spec as sorted JSON, then name + raw bytes of each weight by name; 16 hex chars.
+
+    Existing model files (and the embeddings stored under their ids) depend on this staying the same.
+    """
+    digest = hashlib.sha256(json.dumps(payload["spec"], sort_keys=True).encode())
+    for name in sorted(payload["state_dict"]):
+        digest.update(name.encode())
+        digest.update(payload["state_dict"][name].contiguous().numpy().tobytes())
+    assert digest.hexdigest()[:16] == payload["model_id"]

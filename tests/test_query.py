@@ -15,7 +15,9 @@ from imagerec.search import similarity
 from imagerec.cli import cli
 from imagerec.config import Config
 from imagerec.errors import ConfigError
-from imagerec.search.recommender import QueryError, Recommender, Weights, run_query
+from imagerec.errors import QueryError
+from imagerec.search.fusion import Weights
+from imagerec.search.recommender import Recommender, SearchSettings, run_query
 from imagerec.store import Store
 
 
@@ -90,7 +92,7 @@ def test_weights_change_the_ranking(sample, ids):
 def test_multi_image_query_averages(sample, ids):
     config = sample.config()
     a, b = int(ids[5]), int(ids[250])
-    weights = Weights.from_config(config)
+    weights = SearchSettings.from_config(config).weights
     response = run_query(config, ids=[a, b], top_k=10)
     with Store(config.output.layout.db, readonly=True) as store:
         model_id = store.get_meta("model_id")
@@ -219,8 +221,8 @@ def test_cli_errors_are_one_line(sample, tmp_path, case):
         out = tmp_path / "out"
         shutil.copytree(sample.out, out)
         if case == "no_index":
-            (out / "ann_hnsw.bin").unlink()
-            (out / "ann_hnsw.json").unlink()
+            for f in out.glob("ann*"):
+                f.unlink()
         else:
             for p in out.glob("images.db*"):
                 p.unlink()

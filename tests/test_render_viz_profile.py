@@ -90,7 +90,7 @@ def test_viz_2d_writes_png_quickly(sample, tmp_path):
 def test_viz_sample_is_seeded_and_uniform():
     import numpy as np
 
-    from imagerec.tools.viz import sample_ids, top_folder
+    from imagerec.store.records import sample_ids, top_folder
 
     ids = np.arange(1, 1001)
     a, b = sample_ids(ids, 50, seed=1), sample_ids(ids, 50, seed=1)

@@ -1,4 +1,5 @@
-"""train-embeddings: the training cache, a tiny end-to-end run, exact resume, Ctrl-C, atomic checkpoints."""
+"""train-embeddings: the training cache, a tiny end-to-end run, exact resume, Ctrl-C, atomic checkpoints,
+progress events, the summary's JSON form, and the optimiser/schedule/split helpers."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from imagerec.config import load_config
 from imagerec.errors import ConfigError, TrainError
 from imagerec.embed.files import load_model
 from imagerec.data.scan import scan_images
-from imagerec.train.run import select_files, train_embeddings
+from imagerec.progress import ProgressEvent
 from imagerec.train.cache import open_or_build_cache
+from imagerec.train.data import folder_labels, select_files, split_rows
+from imagerec.train.optim import WarmupCosine, make_optimizer, peak_lr, weight_decay
+from imagerec.train.run import Trainer, train_embeddings
 
 TINY = {"image_size": 32, "epochs": 2, "batch_size": 8, "val_fraction": 0.25, "workers": 1,
         "warmup_epochs": 0.5, "seed": 3}
@@ -133,9 +137,7 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(config, tmp_path, monk
     straight = config.with_overrides({"output.dir": tmp_path / "straight"})
     train_embeddings(straight)
 
-    from imagerec.train import run as train_module
-
-    real_step = train_module._Trainer._step
+    real_step = Trainer.step
     calls = {"n": 0}
 
     def step_then_ctrl_c(self, images):
@@ -147,7 +149,7 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(config, tmp_path, monk
 
     interrupted = config.with_overrides({"output.dir": tmp_path / "interrupted"})
     handler_before = signal.getsignal(signal.SIGINT)
-    monkeypatch.setattr(train_module._Trainer, "_step", step_then_ctrl_c)
+    monkeypatch.setattr(Trainer, "step", step_then_ctrl_c)
     stopped = train_embeddings(interrupted)
     monkeypatch.undo()
     assert stopped.interrupted and stopped.epochs_done == 1

@@ -74,8 +74,12 @@ def index(ctx, image_root, workers, batch_size, device, threads, quiet) -> None:
         "index.workers": workers, "index.batch_size": batch_size,
         "runtime.device": device, "runtime.threads": threads,
     })
-    show_progress = not quiet and sys.stderr.isatty()
-    summary = index_collection(config, progress=_tqdm_progress if show_progress else None)
+    bar = _tqdm_progress() if not quiet and sys.stderr.isatty() else None
+    try:
+        summary = index_collection(config, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     click.echo(_format_summary(summary))
     if summary.model_missing:
         click.echo(f"note: no embedding model at {config.output.layout.model}; histograms and hashes are stored. "
@@ -130,7 +134,12 @@ def train_embeddings_command(ctx, epochs, batch_size, image_size, max_images, de
         "train.epochs": epochs, "train.batch_size": batch_size, "train.image_size": image_size,
         "train.max_images": max_images, "runtime.device": device, "runtime.threads": threads,
     })
-    summary = train_embeddings(config, resume=resume, progress=not quiet and sys.stderr.isatty(), log=click.echo)
+    bars = _stage_bars("img") if not quiet and sys.stderr.isatty() else None
+    try:
+        summary = train_embeddings(config, resume=resume, progress=bars, log=bars.write if bars else click.echo)
+    finally:
+        if bars is not None:
+            bars.close()
     best = "n/a" if summary.best_value is None else f"{summary.best_value:.4f}"
     click.echo(f"trained {summary.epochs_done}/{summary.epochs} epochs on {summary.train_images} images "
                f"({summary.val_images} for validation) in {summary.wall_s:.1f} s; "
@@ -140,6 +149,37 @@ def train_embeddings_command(ctx, epochs, batch_size, image_size, max_images, de
     if summary.interrupted:
         click.secho("interrupted: checkpoint saved; run 'train-embeddings --resume' to continue.", err=True, fg="yellow")
         sys.exit(130)
+
+
+def _stage_bars(unit: str):
+    """A ``ProgressCallback`` drawing one tqdm bar per stage: a new ``event.stage`` closes the old bar."""
+    from tqdm import tqdm
+
+    class _Bars:
+        def __init__(self) -> None:
+            self.stage: str | None = None
+            self.bar = None
+
+        def __call__(self, event) -> None:
+            if event.stage != self.stage:
+                self.close()
+                self.stage = event.stage
+                self.bar = tqdm(total=event.total, initial=event.done, desc=event.stage, unit=unit,
+                                dynamic_ncols=True, leave=False, smoothing=0.1)
+            self.bar.total = event.total
+            if event.counters:
+                self.bar.set_postfix(event.counters, refresh=False)
+            self.bar.update(event.done - self.bar.n)
+
+        def write(self, line: str) -> None:  # a log line printed above the bar
+            tqdm.write(line)
+
+        def close(self) -> None:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar, self.stage = None, None
+
+    return _Bars()
 
 
 def _format_summary(s) -> str:
@@ -162,21 +202,25 @@ def _format_summary(s) -> str:
     return "\n".join(lines)
 
 
-def _tqdm_progress(total: int):
+def _tqdm_progress(unit: str = "img"):
+    """A tqdm bar as a ``ProgressCallback``: opened at the first event, moved to each event's ``done``."""
     from tqdm import tqdm
 
     class _Bar:
         def __init__(self) -> None:
-            self.bar = tqdm(total=total, unit="img", dynamic_ncols=True, smoothing=0.1)
+            self.bar = None
 
-        def update(self, n: int, summary) -> None:
-            self.bar.update(n)
-            skipped = sum(summary.skipped.values())
+        def __call__(self, event) -> None:
+            if self.bar is None:
+                self.bar = tqdm(total=event.total, unit=unit, dynamic_ncols=True, smoothing=0.1)
+            self.bar.update(event.done - self.bar.n)
+            skipped = event.counters.get("skipped")
             if skipped:
                 self.bar.set_postfix(skipped=skipped, refresh=False)
 
         def close(self) -> None:
-            self.bar.close()
+            if self.bar is not None:
+                self.bar.close()
 
     return _Bar()
 
@@ -186,23 +230,23 @@ def _tqdm_progress(total: int):
 @click.pass_context
 @_handle_errors
 def build_ann_command(ctx, threads) -> None:
-    """Build the HNSW index (output.dir/ann_hnsw.bin + ann_hnsw.json) over all stored embeddings.
+    """Build the ANN index (ann.kind, default HNSW) over all stored embeddings (output.dir/ann.json + its files).
 
     The previous index stays usable until the new one is completely written.
     """
-    from imagerec.ann.hnsw import build_ann
+    from imagerec.ann import build_ann
 
     config = _config(ctx).with_overrides({"ann.threads": threads})
-    progress = _done_of_total_bar("vec", "build-ann") if sys.stderr.isatty() else None
+    bar = _done_of_total_bar("vec", "build-ann") if sys.stderr.isatty() else None
     try:
-        summary = build_ann(config, progress=progress)
+        summary = build_ann(config, progress=(lambda e: bar(e.done, e.total)) if bar is not None else None)
     finally:
-        if progress is not None:
-            progress.close()
+        if bar is not None:
+            bar.close()
     m = summary.metadata
-    click.echo(f"built {summary.path}: {m.count} images, dim {m.dim}, model {m.model_id}, "
-               f"M={m.params['M']} ef_construction={m.params['ef_construction']} ef_search={m.params['ef_search']}, "
-               f"{m.file_size / 1e6:.1f} MB in {summary.elapsed_s:.1f} s")
+    params = " ".join(f"{k}={v}" for k, v in m.params.items() if k != "threads")
+    click.echo(f"built {summary.path}: {m.count} images, dim {m.dim}, model {m.model_id}, {m.kind} {params}, "
+               f"{m.size_bytes / 1e6:.1f} MB in {summary.elapsed_s:.1f} s")
 
 
 @cli.command()
@@ -213,22 +257,27 @@ def build_ann_command(ctx, threads) -> None:
 @click.option("--w-embedding", type=float, help="Weight of embedding cosine (query.w_embedding).")
 @click.option("--w-color", type=float, help="Weight of colour-histogram similarity (query.w_color).")
 @click.option("--w-dhash", type=float, help="Weight of dHash similarity (query.w_dhash).")
+@click.option("--w-phash", "w_phash", type=float, hidden=True, expose_value=True)
 @click.option("--include-query", is_flag=True, help="Keep the query images themselves in the results.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write a contact sheet PNG here.")
 @click.pass_context
 @_handle_errors
-def query(ctx, images, ids, more_images, top_k, w_embedding, w_color, w_dhash, include_query, as_json, output) -> None:
+def query(ctx, images, ids, more_images, top_k, w_embedding, w_color, w_dhash, w_phash, include_query, as_json, output) -> None:
     """Find images similar to --image PATH [PATH ...] and/or --id N.
 
     Candidates come from the ANN index and are re-scored with embedding cosine, colour-histogram
     (Bhattacharyya) and dHash similarity; the fused score is their weighted sum (weights normalised to
     sum 1), averaged over several query images.
     """
-    from imagerec.search.recommender import Weights, run_query
+    from imagerec.search.fusion import Weights
+    from imagerec.search.recommender import SearchSettings, run_query
 
+    if w_phash is not None:
+        raise click.UsageError("--w-phash was renamed to --w-dhash (the hash is a difference hash, dHash)")
     config = _config(ctx)
-    weights = Weights.from_config(config, w_embedding, w_color, w_dhash)
+    weights = Weights.merged(SearchSettings.from_config(config).weights,
+                             {"embedding": w_embedding, "color": w_color, "dhash": w_dhash})
     response = run_query(config, images=[*images, *more_images], ids=ids, top_k=top_k, weights=weights,
                          include_query=include_query)
     for notice in response.notices:
@@ -244,15 +293,21 @@ def query(ctx, images, ids, more_images, top_k, w_embedding, w_color, w_dhash, i
         click.echo(f"contact sheet written to {path}", err=as_json)
 
 
+def _printable(text: str) -> str:
+    """A file name on one table row: control characters (newlines, carriage returns...) escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def _format_results(response) -> str:
     w = response.weights
-    lines = [f"query: {', '.join(q.label for q in response.queries)}  (weights embedding {w.embedding:.2f}, "
+    lines = [f"query: {', '.join(_printable(q.label) for q in response.queries)}  (weights embedding {w.embedding:.2f}, "
              f"color {w.color:.2f}, dhash {w.dhash:.2f}; {response.candidates} candidates re-ranked)",
              f"{'rank':>4} {'id':>8} {'score':>7} {'embed':>7} {'color':>7} {'dhash':>7}  path"]
     for r in response.results:
         s = r.scores
         mark = "  [near-duplicate]" if r.near_duplicate else ""
-        lines.append(f"{r.rank:>4} {r.id:>8} {r.score:>7.4f} {s['embedding']:>7.4f} {s['color']:>7.4f} {s['dhash']:>7.4f}  {r.path}{mark}")
+        lines.append(f"{r.rank:>4} {r.id:>8} {r.score:>7.4f} {s['embedding']:>7.4f} {s['color']:>7.4f} {s['dhash']:>7.4f}  "
+                     f"{_printable(r.relpath)}{mark}")
     if not response.results:
         lines.append("(no results)")
     return "\n".join(lines)
@@ -331,13 +386,16 @@ def evaluate(ctx, sample, labels_file, ks, as_json, output, tune_weights, grid_s
     Each labelled image (class = top-level folder, or --labels) queries all the others, scored
     exactly and exhaustively with the measures and weights 'query' uses. Needs 'index' and 'build-ann'.
     """
-    from imagerec.eval.retrieval import EvaluationError, TuneSettings, evaluate as run_evaluation, format_table, write_weights_config
+    from imagerec.errors import EvaluationError
+    from imagerec.eval.report import format_table
+    from imagerec.eval.retrieval import evaluate as run_evaluation
+    from imagerec.eval.tuning import TuneSettings, write_weights_config
     from imagerec.eval.near_duplicates import format_near_duplicates, near_duplicate_benchmark
 
     if write_config is not None and not tune_weights:
         raise EvaluationError("--write-config needs --tune-weights")
     config = _config(ctx)
-    progress = _done_of_total_bar("query", "evaluate") if sys.stderr.isatty() and not as_json else None
+    progress = _event_bar("query") if sys.stderr.isatty() and not as_json else None
     try:
         if near_duplicates:
             report = near_duplicate_benchmark(config, images=edits, seed=seed, progress=progress)
@@ -373,6 +431,33 @@ def _done_of_total_bar(unit: str, desc: str):
 
         def close(self) -> None:
             self.bar.close()
+
+    return _Bar()
+
+
+def _event_bar(unit: str):
+    """A tqdm bar driven by the library's ``ProgressEvent`` callbacks: a new bar whenever the stage changes."""
+    from tqdm import tqdm
+
+    class _Bar:
+        def __init__(self) -> None:
+            self.bar = None
+            self.stage = None
+
+        def __call__(self, event) -> None:
+            if event.stage != self.stage:
+                self.close()
+                self.stage = event.stage
+                self.bar = tqdm(unit=unit, dynamic_ncols=True, desc=event.stage, total=event.total, smoothing=0.1)
+            self.bar.total = event.total
+            self.bar.update(event.done - self.bar.n)
+            if event.counters:
+                self.bar.set_postfix({k: v for k, v in event.counters.items() if v}, refresh=False)
+
+        def close(self) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
 
     return _Bar()
 

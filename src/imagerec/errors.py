@@ -43,3 +43,11 @@ class Interrupted(ImagerecError):
 
 class TrainError(ImagerecError):
     """Training cannot start or continue (too few images, incompatible checkpoint...)."""
+
+
+class QueryError(ImagerecError):
+    """A query cannot be answered as asked (missing or undecodable query image, unknown id, bad weights...)."""
+
+
+class EvaluationError(ImagerecError):
+    """The collection cannot be evaluated as asked (no labels, bad labels file, bad grid...)."""

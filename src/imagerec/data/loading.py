@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,11 +86,44 @@ def load_image(path: str | bytes | os.PathLike, settings: LoadSettings, format_h
 
 def _decode(fp, settings: LoadSettings) -> LoadedImage:
     Image.init()  # register every plugin so the allow-list names resolve (idempotent)
-    previous_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, settings.max_pixels
-    try:
+    with _PILLOW_LIMIT.applied(settings.max_pixels):
         return _decode_with_limit(fp, settings)
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous_limit  # Pillow only reads the limit from this global
+
+
+class _PillowPixelLimit:
+    """Pillow reads its bomb limit only from the global ``Image.MAX_IMAGE_PIXELS``, during open and load.
+
+    Decodes with the same limit share one setting; a decode with another limit waits until they have
+    finished, so no thread ever decodes under another call's limit, and the global is restored when
+    the last decode ends.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._limit: int | None = None
+        self._saved: int | None = None
+
+    @contextmanager
+    def applied(self, limit: int) -> Iterator[None]:
+        with self._cond:
+            while self._active and self._limit != limit:
+                self._cond.wait()
+            if not self._active:
+                self._saved, self._limit = Image.MAX_IMAGE_PIXELS, limit
+                Image.MAX_IMAGE_PIXELS = limit
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if not self._active:
+                    Image.MAX_IMAGE_PIXELS, self._limit = self._saved, None
+                    self._cond.notify_all()
+
+
+_PILLOW_LIMIT = _PillowPixelLimit()
 
 
 def _decode_with_limit(fp, settings: LoadSettings) -> LoadedImage:
@@ -98,8 +134,8 @@ def _decode_with_limit(fp, settings: LoadSettings) -> LoadedImage:
             img = Image.open(fp, formats=list(settings.formats))
         except UnidentifiedImageError:
             raise ImageLoadError(UNIDENTIFIED, f"not an image of an allowed format {list(settings.formats)}") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageLoadError(DECOMPRESSION_BOMB, f"{exc} (raise index.max_image_pixels to allow it)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageLoadError(DECOMPRESSION_BOMB, _bomb_message(settings.max_pixels)) from None
         except Exception as exc:  # header parsers raise many types on hostile input
             raise ImageLoadError(_failure_reason(exc), _describe(exc)) from None
         try:  # no "with img": the returned image may be img itself, and closing it frees its pixels
@@ -115,8 +151,8 @@ def _decode_with_limit(fp, settings: LoadSettings) -> LoadedImage:
             width, height = (full_size[1], full_size[0]) if turned else full_size
         except ImageLoadError:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageLoadError(DECOMPRESSION_BOMB, str(exc)) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageLoadError(DECOMPRESSION_BOMB, _bomb_message(settings.max_pixels)) from None
         except MemoryError:
             raise ImageLoadError(DECOMPRESSION_BOMB, "not enough memory to decode") from None
         except OSError as exc:
@@ -124,6 +160,11 @@ def _decode_with_limit(fp, settings: LoadSettings) -> LoadedImage:
         except Exception as exc:  # decoders raise ValueError, SyntaxError, struct.error, ...
             raise ImageLoadError(CORRUPT, _describe(exc)) from None
     return LoadedImage(rgb, width, height, fmt)
+
+
+def _bomb_message(limit: int) -> str:
+    # Pillow's own text names twice the limit for its hard error; say what the user configured.
+    return f"more pixels than index.max_image_pixels ({limit:,}); raise it to allow this file"
 
 
 def _failure_reason(exc: BaseException) -> str:
@@ -176,7 +217,6 @@ def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 def load_path(path: Path, settings: LoadSettings) -> LoadedImage:
     """Load an image given as a user path (query images, tools): the format hint comes from its extension."""
-    from imagerec.data.scan import image_extensions
+    from imagerec.data.scan import format_hint
 
-    hint = image_extensions().get(path.suffix.lower())
-    return load_image(path, settings, hint)
+    return load_image(path, settings, format_hint(path))

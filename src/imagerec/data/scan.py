@@ -49,6 +49,11 @@ def image_extensions() -> dict[str, str]:
     return {ext: fmt for ext, fmt in extensions.items() if fmt in Image.OPEN}
 
 
+def format_hint(name: str | bytes | os.PathLike) -> str | None:
+    """The Pillow format a file name's extension implies ('photo.JPG' → 'JPEG'), None for non-images."""
+    return image_extensions().get(os.path.splitext(os.fsdecode(name))[1].lower())
+
+
 def scan_images(root: Path, *, follow_symlinks: bool = False, stats: ScanStats | None = None) -> Iterator[ScannedFile]:
     """Yield every image-like regular file under ``root`` in a stable (sorted per folder) order."""
     stats = stats if stats is not None else ScanStats()
@@ -109,6 +114,6 @@ def _walk(
         yield from _walk(path, rel, extensions, follow_symlinks, visited, stats)
 
 
-def count_images(root: Path, *, follow_symlinks: bool = False) -> int:
+def count_image_files(root: Path, *, follow_symlinks: bool = False) -> int:
     """Count image-like files (a cheap pass for the progress bar's total)."""
     return sum(1 for _ in scan_images(root, follow_symlinks=follow_symlinks))

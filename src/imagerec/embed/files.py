@@ -1,4 +1,4 @@
-"""The embedding model: file format, loader, and batched inference.
+"""The embedding model file: format, id, writer and loader (plus the tagged-payload loader of checkpoints).
 
 File format (``embedding_model.pt``, written with ``torch.save``, read with ``weights_only=True``)::
 
@@ -11,55 +11,35 @@ File format (``embedding_model.pt``, written with ``torch.save``, read with ``we
       "info": {...free-form provenance: created, trainer, epochs...},
     }
 
-The backbone is a torchvision ResNet-18 with its classifier removed, so it outputs the 512-d pooled
-features; embeddings are L2-normalised. ``stem="small"`` swaps the 7x7/stride-2 stem and max-pool for a
-3x3/stride-1 convolution (the SimCLR CIFAR variant), which suits small inputs but costs ~16x more compute.
+``spec.arch`` picks the registered architecture (``imagerec.embed.base.architecture``) that rebuilds
+the network before the weights are loaded into it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet18
 
+from imagerec.atomic import atomic_write
+from imagerec.embed.base import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, architecture
 from imagerec.errors import ImagerecError, ModelFileError
+
+__all__ = [
+    "FORMAT_VERSION", "IMAGENET_MEAN", "IMAGENET_STD", "MODEL_FORMAT", "EmbeddingModel", "ModelSpec",
+    "atomic_torch_save", "build_backbone", "compute_model_id", "load_model", "load_tagged_payload",
+    "save_model", "write_random_model",
+]
 
 MODEL_FORMAT = "imagerec.embedding_model"
 FORMAT_VERSION = 1
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild the network and feed it."""
-
-    arch: Literal["resnet18"] = "resnet18"
-    stem: Literal["imagenet", "small"] = "imagenet"
-    image_size: int = 96
-    embedding_dim: int = 512
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "ModelSpec":
-        spec = cls(**{**raw, "mean": tuple(raw["mean"]), "std": tuple(raw["std"])})
-        if spec.arch != "resnet18" or spec.stem not in ("imagenet", "small") or spec.embedding_dim != 512:
-            raise ValueError(f"unsupported model spec {raw}")
-        if not 16 <= spec.image_size <= 1024:
-            raise ValueError(f"image_size {spec.image_size} out of range 16..1024")
-        return spec
+_HINT = "re-create it with 'train-embeddings'"
 
 
 @dataclass
@@ -73,16 +53,12 @@ class EmbeddingModel:
 
 
 def build_backbone(spec: ModelSpec) -> nn.Module:
-    """A randomly initialised ResNet-18 backbone whose forward returns (N, 512) features."""
-    net = resnet18(weights=None)
-    if spec.stem == "small":
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        net.maxpool = nn.Identity()
-    net.fc = nn.Identity()
-    return net
+    """A randomly initialised backbone for ``spec``, built by the architecture ``spec.arch`` names."""
+    return architecture(spec.arch).build(spec)
 
 
 def compute_model_id(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> str:
+    """16 hex chars of sha256 over the spec (sorted JSON) and every weight's name and bytes, by name."""
     digest = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
     for name in sorted(state_dict):
         tensor = state_dict[name].detach().cpu().contiguous()
@@ -93,6 +69,7 @@ def compute_model_id(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> st
 
 def save_model(path: Path, backbone: nn.Module, spec: ModelSpec, info: dict[str, Any] | None = None) -> str:
     """Write a model file atomically (temp file, fsync, rename) and return its model id."""
+    architecture(spec.arch).check(spec)
     state_dict = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
     model_id = compute_model_id(spec, state_dict)
     payload = {
@@ -108,19 +85,9 @@ def save_model(path: Path, backbone: nn.Module, spec: ModelSpec, info: dict[str,
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` so that ``path`` holds either its old content or all of ``payload``, never a mix."""
+    with atomic_write(Path(path)) as fh:
+        torch.save(payload, fh)
 
 
 def write_random_model(path: Path, spec: ModelSpec = ModelSpec(), seed: int = 0) -> str:
@@ -150,59 +117,31 @@ def load_tagged_payload(path: Path, fmt: str, max_version: int, error: type[Imag
 def load_model(path: Path) -> EmbeddingModel:
     """Load and verify a model file; raises ``ModelFileError`` with what to do on any problem."""
     path = Path(path)
-    hint = "re-create it with 'train-embeddings'"
-    payload = load_tagged_payload(path, MODEL_FORMAT, FORMAT_VERSION, ModelFileError, "model file", hint)
+    payload = load_tagged_payload(path, MODEL_FORMAT, FORMAT_VERSION, ModelFileError, "model file", _HINT)
     try:
         spec = ModelSpec.from_dict(payload["spec"])
-        backbone = build_backbone(spec)
+        backbone = architecture(spec.arch).build(spec)
         backbone.load_state_dict(payload["state_dict"], strict=True)
+    except ModelFileError as exc:  # an architecture this imagerec does not know
+        raise ModelFileError(f"{path}: {exc}; {_HINT}") from None
     except Exception as exc:
-        raise ModelFileError(f"{path}: model weights do not match their spec ({exc}); {hint}") from None
+        raise ModelFileError(f"{path}: model weights do not match their spec ({exc}); {_HINT}") from None
     model_id = compute_model_id(spec, payload["state_dict"])
     if model_id != payload.get("model_id"):
-        raise ModelFileError(f"{path}: model id check failed (file altered or damaged); {hint}")
+        raise ModelFileError(f"{path}: model id check failed (file altered or damaged); {_HINT}")
     backbone.eval()
     return EmbeddingModel(spec, model_id, backbone, dict(payload.get("info", {})))
 
 
-def select_device(preference: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU for ``auto``; an explicit choice that is unavailable is an error."""
-    cuda = torch.cuda.is_available()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if preference == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if (preference == "cuda" and not cuda) or (preference == "mps" and not mps):
-        raise ModelFileError(f"runtime.device '{preference}' is not available on this machine; use 'auto' or 'cpu'")
-    return torch.device(preference)
+def __getattr__(name: str) -> Any:
+    # Transition only: indexing/run.py, search/recommender.py and bench/ still import these from here.
+    # Remove once they use imagerec.embed.load_embedder and imagerec.embed.device.set_torch_threads.
+    if name == "select_device":
+        from imagerec.embed.device import select_device
 
+        return select_device
+    if name == "Embedder":
+        from imagerec.embed.torch_embedder import legacy_embedder
 
-class Embedder:
-    """Batched inference: uint8 NHWC images at the model's input size → L2-normalised float32 embeddings."""
-
-    def __init__(self, model: EmbeddingModel, device: torch.device, threads: int | None = None):
-        if device.type == "cpu":
-            torch.set_num_threads(threads or os.cpu_count() or 1)
-        self.model = model
-        self.device = device
-        self.image_size = model.spec.image_size
-        self._net = model.backbone.to(device).eval().to(memory_format=torch.channels_last)
-        self._mean = torch.tensor(model.spec.mean, device=device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(model.spec.std, device=device).view(1, 3, 1, 1) * 255.0
-
-    @property
-    def model_id(self) -> str:
-        return self.model.model_id
-
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 → (N, 512) float32, unit L2 norm."""
-        if images.ndim != 4 or images.shape[1:] != (self.image_size, self.image_size, 3):
-            raise ValueError(f"expected (N, {self.image_size}, {self.image_size}, 3) uint8, got {images.shape}")
-        with torch.inference_mode():
-            x = torch.from_numpy(images).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-            x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    out = self._net(x)
-            else:
-                out = self._net(x)
-            return F.normalize(out.float(), dim=1).cpu().numpy()
+        return legacy_embedder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,11 +27,12 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 from imagerec.data import loading
 from imagerec.config import Config
-from imagerec.errors import ImageLoadError
-from imagerec.eval.retrieval import EvaluationError, table_lines
-from imagerec.search.recommender import QueryImage, Recommender, Weights, score_candidates
-from imagerec.store.records import absolute_path
-from imagerec.tools.viz import sample_ids
+from imagerec.errors import EvaluationError, ImageLoadError
+from imagerec.eval.report import table_lines
+from imagerec.progress import ProgressCallback, report as report_progress
+from imagerec.search.fusion import QueryImage, Weights, score_candidates
+from imagerec.search.recommender import Recommender, SearchSettings
+from imagerec.store.records import absolute_path, sample_ids
 
 SIGNALS = ("embedding", "color", "dhash", "fused", "query")
 TOP = (1, 5)
@@ -137,12 +138,12 @@ class _Copy:
 
 
 def near_duplicate_benchmark(config: Config, *, images: int = 50, seed: int = 0, weights: Weights | None = None,
-                             embedder=None, progress: Callable[[int, int], None] | None = None) -> NearDuplicateReport:
+                             embedder=None, progress: ProgressCallback | None = None) -> NearDuplicateReport:
     """Edit a seeded sample of ``images`` collection images and report how often each copy finds its original."""
     started = time.perf_counter()
     if images < 1:
         raise EvaluationError(f"--edits must be at least 1 (got {images})")
-    weights = weights or Weights.from_config(config)
+    weights = weights or SearchSettings.from_config(config).weights
     rng = np.random.default_rng(seed)
     found = {e.name: {s: np.zeros(len(TOP)) for s in SIGNALS} for e in EDITS}
     skipped: list[str] = []
@@ -165,8 +166,7 @@ def near_duplicate_benchmark(config: Config, *, images: int = 50, seed: int = 0,
                 results = rec.query([query], top_k=max(TOP), weights=weights).results
                 ids = [r.id for r in results]
                 found[edit.name]["query"] += [orig_id in ids[:t] for t in TOP]
-            if progress:
-                progress(n + 1, len(originals))
+            report_progress(progress, "near-duplicates", n + 1, len(originals))
         ranks = _exhaustive_ranks(rec, copies, weights)
     for copy, signal_ranks in zip(copies, ranks):
         for signal, rank in signal_ranks.items():
@@ -180,7 +180,7 @@ def near_duplicate_benchmark(config: Config, *, images: int = 50, seed: int = 0,
 
 def _exhaustive_ranks(rec: Recommender, copies: list[_Copy], weights: Weights) -> list[dict[str, int]]:
     """Rank of each copy's original under each signal, counting images that beat it (ties: smaller id first)."""
-    measure = rec.config.query.color_measure
+    measure = rec.settings.color_measure
     signals = ("embedding", "color", "dhash", "fused")
     originals = {c.original for c in copies}
     rows = rec.store.get_features(sorted(originals), rec.model_id)

@@ -1,111 +1,87 @@
-"""The query stage: query images → ANN candidates → re-scored with our own measures → ranked results.
+"""The query stage: query images → candidates → re-scored with our own measures → ranked results.
 
-Pipeline for each query (one read snapshot of the store)::
+    query images (ids, files) ─▶ candidates (candidates.py: ANN + dHash neighbours + rows newer than the index)
+      ─▶ features from SQLite ─▶ fusion.score_candidates (embedding cosine, colour, dHash; averaged over
+      the query images) ─▶ weighted sum ─▶ query images excluded (unless include_query) ─▶ top k
 
-    QueryImage(s) ──ANN top C (C = max(query.candidates, query.candidates_per_k · k))──┐
-                  ├─images within query.hash_candidates_max_bits dHash bits (≤ C)────┤
-                  └─exact cosine over images added/changed since build-ann (if stale)──┴─▶ candidate ids
-    candidate ids ─▶ features from SQLite ─▶ for each query image: embedding cosine, colour-histogram
-    similarity, dHash similarity (similarity.py) ─▶ averaged over query images ─▶ fused = weighted sum
-    (weights ≥ 0, normalised to sum 1) ─▶ query images excluded (unless include_query) ─▶ top k
-
-Colour measure: the Bhattacharyya coefficient Σ√(p·q) by default. On L1-normalised histograms it is
-the cosine of the square-rooted histograms, so it lies in [0, 1] like the other scores, and the square
-root damps the few dominant bins (sky, white background) that decide histogram intersection; on
-Caltech-101 it is the reference colour baseline (P@10 0.189, docs/ceilings.md). Intersection is
-available as ``query.color_measure: intersection``.
-
-Query images given by path are features read from the store when the file is the collection's own
-(under ``data.image_root``, same size and mtime, same histogram spec and model); otherwise they are
-decoded and embedded with the functions and settings ``index`` uses (``loading.load_image``,
-``features.color_histogram`` / ``dhash`` / ``model_input``, ``Embedder.embed``).
+A ``Recommender`` is request-safe: any number of threads may call ``search``/``query`` at once. Each
+call reads one snapshot of the store through its thread's own read-only connection, per-request
+facts (timings, notices, data version) travel in the ``QueryResponse``, the ANN index is searched
+with per-call parameters, and the caches it shares are keyed by data version and locked.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imagerec.embed.base import Preprocess
-from imagerec.data import loading
-
-from imagerec.search import similarity
-from imagerec.ann.hnsw import AnnIndex, load_ann
 from imagerec.config import Config
-from imagerec.errors import ImageLoadError, ImagerecError
-from imagerec.data.features import HistogramSpec, color_histogram, decode_min_side, dhash, hash_to_int64
-from imagerec.store import FeatureRows, Store
-from imagerec.store.records import display_path
+from imagerec.data.features import HistogramSpec
+from imagerec.search.candidates import CandidateSettings, CandidateSource
+from imagerec.errors import QueryError
+from imagerec.search.fusion import QueryImage, Scores, Weights, score_candidates
+from imagerec.search.query_images import DecodeRules, decode_query_image, image_by_id, stored_query_image
+from imagerec.store import Store, StoreReaders
+from imagerec.store.records import absolute_path, display_path
+from imagerec.vectors import unit_rows
 
-
-class QueryError(ImagerecError):
-    """A query cannot be answered as asked (missing or undecodable query image, unknown id, bad weights...)."""
+__all__ = ["QueryError", "QueryImage", "QueryResponse", "Recommender", "Result", "Scores", "SearchSettings", "Weights",
+           "run_query", "score_candidates"]
 
 
 @dataclass(frozen=True)
-class Weights:
-    """Fusion weights, normalised to sum to 1."""
+class SearchSettings:
+    """Everything the query stage reads from the config, taken once when a collection is opened."""
 
-    embedding: float
-    color: float
-    dhash: float
-
-    @classmethod
-    def of(cls, embedding: float, color: float, dhash: float) -> "Weights":
-        values = (float(embedding), float(color), float(dhash))
-        if any(not np.isfinite(v) or v < 0 for v in values):
-            raise QueryError(f"weights must be finite and >= 0 (got embedding={values[0]}, color={values[1]}, dhash={values[2]})")
-        total = sum(values)
-        if total <= 0:
-            raise QueryError("weights must not all be 0 (set at least one of --w-embedding, --w-color, --w-dhash)")
-        return cls(*(v / total for v in values))
+    db: Path
+    model_path: Path
+    image_root: Path
+    device: str
+    embed_threads: int
+    top_k: int
+    weights: Weights
+    candidates: CandidateSettings
+    color_measure: str
+    near_duplicate_max_bits: int
+    decode: DecodeRules
 
     @classmethod
-    def from_config(cls, config: Config, embedding: float | None = None, color: float | None = None, dhash: float | None = None) -> "Weights":
-        q = config.query
-        return cls.of(q.w_embedding if embedding is None else embedding,
-                      q.w_color if color is None else color,
-                      q.w_dhash if dhash is None else dhash)
-
-    def as_dict(self) -> dict[str, float]:
-        return {"embedding": self.embedding, "color": self.color, "dhash": self.dhash}
-
-
-@dataclass
-class QueryImage:
-    """One query image's features. ``image_id`` is set when it is an image of the collection."""
-
-    label: str
-    embedding: np.ndarray  # float32 (d,)
-    histogram: np.ndarray  # float32 (bins**3,)
-    dhash: int  # signed int64 form
-    image_id: int | None = None
-    rel_path: bytes | None = None  # relative to image_root, for collection images
-    file_path: str | None = None  # file the query was read from, if any
-    source: str = "stored"  # "stored" (features from SQLite) or "decoded"
+    def from_config(cls, config: Config) -> "SearchSettings":
+        q, h = config.query, config.features.histogram
+        return cls(
+            db=config.output.layout.db, model_path=config.output.layout.model, image_root=Path(config.data.image_root),
+            device=config.runtime.device, embed_threads=q.embed_threads, top_k=q.top_k,
+            weights=Weights.of(q.w_embedding, q.w_color, q.w_dhash),
+            candidates=CandidateSettings(q.candidates, q.candidates_per_k, q.hash_candidates_max_bits),
+            color_measure=q.color_measure, near_duplicate_max_bits=q.near_duplicate_max_bits,
+            decode=DecodeRules(config.index.formats, config.index.max_image_pixels, HistogramSpec(h.space, h.bins)),
+        )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Result:
+    """One similar image. ``path`` is absolute; ``relpath`` is relative to ``data.image_root``."""
+
     rank: int
     id: int
     path: str
-    rel_path: bytes
+    relpath: str
+    rel_path: bytes  # raw stored form of relpath
     score: float
-    scores: dict[str, float]
+    scores: Mapping[str, float]
     hamming: int  # smallest dHash distance to any query image
     near_duplicate: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "id": self.id, "path": self.path, "score": self.score, "scores": dict(self.scores),
-                "hamming": self.hamming, "near_duplicate": self.near_duplicate}
+        return {"rank": self.rank, "id": self.id, "path": self.path, "relpath": self.relpath, "score": self.score,
+                "scores": dict(self.scores), "hamming": self.hamming, "near_duplicate": self.near_duplicate}
 
 
 @dataclass
@@ -114,67 +90,49 @@ class QueryResponse:
     results: list[Result]
     weights: Weights
     candidates: int
+    data_version: int  # the store snapshot the results come from
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
-
-@dataclass(frozen=True)
-class Scores:
-    """Per-candidate scores averaged over the query images (arrays aligned with ``FeatureRows.ids``)."""
-
-    embedding: np.ndarray
-    color: np.ndarray
-    dhash: np.ndarray
-    hamming: np.ndarray  # min over query images
-
-    def fused(self, weights: Weights) -> np.ndarray:
-        return weights.embedding * self.embedding + weights.color * self.color + weights.dhash * self.dhash
-
-
-def score_candidates(queries: Sequence[QueryImage], rows: FeatureRows, color_measure: str = "bhattacharyya") -> Scores:
-    """Our measures (similarity.py) of every row against every query image, averaged over query images."""
-    n = len(rows)
-    emb, col, ph = np.zeros(n), np.zeros(n), np.zeros(n)
-    hamming = np.full(n, 64, dtype=np.int64)
-    color_fn = similarity.bhattacharyya_coefficient if color_measure == "bhattacharyya" else similarity.histogram_intersection
-    if n:
-        for q in queries:
-            if q.histogram.shape[-1] != rows.histograms.shape[1]:
-                raise QueryError(f"query histogram has {q.histogram.shape[-1]} bins, stored ones {rows.histograms.shape[1]} "
-                                 "(features.histogram changed?); run 'index' again")
-            emb += np.asarray(similarity.cosine_similarity(q.embedding, rows.embeddings), dtype=np.float64)
-            col += np.asarray(color_fn(q.histogram, rows.histograms), dtype=np.float64)
-            ph += np.asarray(similarity.hash_similarity(q.dhash, rows.dhashes), dtype=np.float64)
-            hamming = np.minimum(hamming, similarity.hamming_distance(q.dhash, rows.dhashes))
-        emb, col, ph = emb / len(queries), col / len(queries), ph / len(queries)
-    return Scores(emb, col, ph, np.asarray(hamming, dtype=np.int64))
+    def to_dict(self) -> dict[str, Any]:
+        return {"queries": [q.label for q in self.queries], "results": [r.to_dict() for r in self.results],
+                "weights": self.weights.as_dict(), "candidates": self.candidates, "data_version": self.data_version,
+                "notices": list(self.notices), "timings": dict(self.timings)}
 
 
 class Recommender:
-    """An open collection ready to answer queries: store, ANN index and (lazily) the embedding model.
+    """An open collection ready to answer queries from any number of threads. Use as a context manager.
 
-    Use as a context manager. ``embedder`` overrides the model file (tests, benchmarks).
+    ``embedder`` and ``ann`` override the model file and the ANN index (tests, benchmarks).
     """
 
-    def __init__(self, config: Config, *, embedder=None, ann: AnnIndex | None = None):
-        self.config = config
-        self.store = Store(config.output.layout.db, readonly=True)
+    def __init__(self, config: Config, *, embedder=None, ann=None):
+        self.settings = SearchSettings.from_config(config)
+        self._readers = StoreReaders(self.settings.db) if self.settings.db.exists() else None
+        if self._readers is None:
+            raise QueryError(f"{self.settings.db}: no database yet; run 'index' first")
         try:
-            self.model_id = self.store.model_id
-            count = self.store.count_embeddings_by_model().get(self.model_id, 0) if self.model_id else 0
-            if count == 0:
-                raise QueryError(f"the collection at {config.output.layout.db} has no embeddings yet; run 'index' with a model file, then 'build-ann'")
-            self.hist_spec = HistogramSpec(config.features.histogram.space, config.features.histogram.bins)
-            self.ann = ann if ann is not None else load_ann(config, model_id=self.model_id)
-            if self.ann.meta.model_id != self.model_id:
-                raise QueryError(f"ANN index is for model {self.ann.meta.model_id}, the collection uses {self.model_id}; run 'build-ann' again")
+            self.model_id = self._open_model_id()
+            if ann is None:
+                from imagerec.ann import load_ann
+
+                ann = load_ann(config, model_id=self.model_id)
+            if ann.meta.model_id != self.model_id:
+                raise QueryError(f"ANN index is for model {ann.meta.model_id}, the collection uses {self.model_id}; run 'build-ann' again")
         except BaseException:
-            self.store.close()
+            self._readers.close()
             raise
+        self.ann = ann
+        self._candidates = CandidateSource(ann, self.model_id, self.settings.candidates)
         self._embedder = embedder
-        self._stale_cache: tuple[int, np.ndarray, FeatureRows | None, str | None] | None = None
-        self._hash_table: tuple[int, np.ndarray, np.ndarray] | None = None  # (data_version, ids, dhashes)
-        self.timings: Counter = Counter()
+        self._embedder_lock = threading.Lock()
+
+    def _open_model_id(self) -> str:
+        store = self.store
+        model_id = store.model_id
+        if not model_id or store.count_embeddings_by_model().get(model_id, 0) == 0:
+            raise QueryError(f"the collection at {self.settings.db} has no embeddings yet; run 'index' with a model file, then 'build-ann'")
+        return model_id
 
     def __enter__(self) -> "Recommender":
         return self
@@ -183,188 +141,123 @@ class Recommender:
         self.close()
 
     def close(self) -> None:
-        self.store.close()
+        self._readers.close()
 
-    # -- query images -----------------------------------------------------------------------------
-
-    def image_by_id(self, image_id: int) -> QueryImage:
-        rows = self.store.get_features([image_id], self.model_id)
-        if len(rows) == 0:
-            if not self.store.get_images([image_id]):
-                raise QueryError(f"no image with id {image_id} in the collection")
-            raise QueryError(f"image {image_id} has no embedding of model {self.model_id}; run 'index' again")
-        return QueryImage(f"id {image_id}", rows.embeddings[0], rows.histograms[0], int(rows.dhashes[0]),
-                          image_id, rows.paths[0], None, "stored")
-
-    def image_from_path(self, path: str | os.PathLike) -> QueryImage:
-        """A query image from a file: the stored features if it is an unchanged collection image, else decoded."""
-        path = Path(path)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise QueryError(f"{path}: query image not found") from None
-        except OSError as exc:
-            raise QueryError(f"{path}: cannot read query image ({exc.strerror})") from None
-        rel = self._collection_rel_path(path)
-        if rel is not None:
-            state = self.store.lookup([rel]).get(rel)
-            if (state is not None and (state.size, state.mtime_ns) == (st.st_size, st.st_mtime_ns)
-                    and state.histogram_key == self.hist_spec.key and state.model_id == self.model_id):
-                query = self.image_by_id(state.image_id)
-                query.label, query.file_path = str(path), str(path)
-                return query
-        return self.decode_query_image(path, rel)
-
-    def decode_query_image(self, path: Path, rel: bytes | None = None) -> QueryImage:
-        """Decode, compute features and embed ``path`` exactly as ``index`` does (``rel`` only labels it)."""
-        embedder = self.embedder
-        t0 = time.perf_counter()
-        settings = loading.LoadSettings.from_config(self.config.index, decode_min_side(embedder.image_size))
-        try:
-            loaded = loading.load_path(path, settings)
-        except ImageLoadError as exc:
-            raise QueryError(f"{path}: cannot use this query image ({exc})") from None
-        t1 = time.perf_counter()
-        histogram = color_histogram(loaded.image, self.hist_spec)
-        hash_value = hash_to_int64(dhash(loaded.image))
-        pixels = Preprocess(embedder.image_size)(loaded.image)
-        t2 = time.perf_counter()
-        vector = embedder.embed(np.stack([pixels]))[0]  # a fresh writable batch, as the indexer builds it
-        t3 = time.perf_counter()
-        self.timings.update({"decode": t1 - t0, "features": t2 - t1, "embed": t3 - t2})
-        return QueryImage(str(path), vector, histogram, hash_value, None, rel, str(path), "decoded")
+    @property
+    def store(self) -> Store:
+        """This thread's read-only connection to the store."""
+        return self._readers.get()
 
     @property
     def embedder(self):
-        if self._embedder is None:
-            from imagerec.embed.files import Embedder, load_model, select_device
+        """The collection's embedding model, loaded on first use (by one thread; the others wait)."""
+        with self._embedder_lock:
+            if self._embedder is None:
+                from imagerec.embed import load_embedder
+                from imagerec.embed.device import set_torch_threads
 
-            path = self.config.output.layout.model
-            if not path.exists():
-                raise QueryError(f"no embedding model at {path}; a query image from outside the collection needs it")
-            # one image at a time: a single torch thread is fastest and does not fight FAISS's OpenMP pool
-            self._embedder = Embedder(load_model(path), select_device(self.config.runtime.device), self.config.query.embed_threads)
+                if not self.settings.model_path.exists():
+                    raise QueryError(f"no embedding model at {self.settings.model_path}; a query image from outside the collection needs it")
+                # one image at a time: a single torch thread is fastest and does not fight FAISS's OpenMP pool
+                set_torch_threads(self.settings.embed_threads)
+                self._embedder = load_embedder(self.settings.model_path, device=self.settings.device)
         if self._embedder.model_id != self.model_id:
             raise QueryError(
-                f"the model file {self.config.output.layout.model} (id {self._embedder.model_id}) is not the one the collection "
+                f"the model file {self.settings.model_path} (id {self._embedder.model_id}) is not the one the collection "
                 f"was indexed with ({self.model_id}); run 'index' and 'build-ann' again"
             )
         return self._embedder
 
-    def _collection_rel_path(self, path: Path) -> bytes | None:
-        root = os.path.realpath(self.config.data.image_root)
-        real = os.path.realpath(path)
-        try:
-            rel = os.path.relpath(real, root)
-        except ValueError:  # different drives (Windows)
-            return None
-        if rel == os.curdir or rel.startswith(os.pardir + os.sep) or rel == os.pardir or os.path.isabs(rel):
-            return None
-        return os.fsencode(rel.replace(os.sep, "/"))
+    # -- query images -----------------------------------------------------------------------------
+
+    def image_by_id(self, image_id: int) -> QueryImage:
+        return image_by_id(self.store, self.model_id, image_id)
+
+    def image_from_path(self, path: str | os.PathLike, timings: dict[str, float] | None = None) -> QueryImage:
+        """A query image from a file: the stored features if it is an unchanged collection image, else decoded."""
+        path = Path(path)
+        stored, rel = stored_query_image(self.store, self.model_id, self.settings.decode.histogram.key,
+                                         self.settings.image_root, path)
+        if stored is not None:
+            return stored
+        query, spent = decode_query_image(path, self.settings.decode, self.embedder, rel)
+        if timings is not None:
+            timings.update(spent)
+        return query
+
+    def hash_candidates(self, queries: Sequence[QueryImage], limit: int) -> set[int]:
+        """Ids within ``query.hash_candidates_max_bits`` dHash bits of any query image (the closest ``limit``)."""
+        store = self.store
+        with store.read_snapshot():
+            return self._candidates.hash_candidates(store, store.data_version, queries, limit)
 
     # -- search -----------------------------------------------------------------------------------
 
+    def search(self, *, ids: Sequence[int] = (), images: Sequence[str | os.PathLike] = (), top_k: int | None = None,
+               weights: Weights | None = None, include_query: bool = False) -> QueryResponse:
+        """Resolve the query images and answer them, all from one snapshot of the store."""
+        if not ids and not images:
+            raise QueryError("give at least one query image (--image PATH or --id N)")
+        with self.store.read_snapshot():
+            timings: dict[str, float] = {}
+            queries = [self.image_by_id(int(i)) for i in ids] + [self.image_from_path(p, timings) for p in images]
+            return self.query(queries, top_k=top_k, weights=weights, include_query=include_query, timings=timings)
+
     def query(self, queries: Sequence[QueryImage], *, top_k: int | None = None, weights: Weights | None = None,
-              include_query: bool = False) -> QueryResponse:
+              include_query: bool = False, timings: dict[str, float] | None = None) -> QueryResponse:
+        """The ``top_k`` images most similar to ``queries`` (fused score averaged over them)."""
         if not queries:
             raise QueryError("give at least one query image (--image PATH or --id N)")
-        top_k = self.config.query.top_k if top_k is None else int(top_k)
+        top_k = self.settings.top_k if top_k is None else int(top_k)
         if top_k < 1:
             raise QueryError(f"--top-k must be at least 1 (got {top_k})")
-        weights = weights or Weights.from_config(self.config)
-        n_candidates = max(self.config.query.candidates, self.config.query.candidates_per_k * top_k)
-        timings: dict[str, float] = {k: v for k, v in self.timings.items()}
-        self.timings.clear()
-        notices: list[str] = []
-        with self.store.read_snapshot():
-            t0 = time.perf_counter()
-            vectors = np.stack([_unit(q.embedding) for q in queries])
+        weights = weights or self.settings.weights
+        n_candidates = self.settings.candidates.count(top_k)
+        timings = dict(timings or {})
+        store = self.store
+        with store.read_snapshot():
+            version, notices = store.data_version, self._model_notices(store)
+            vectors = unit_rows(np.stack([q.embedding for q in queries]))
             if vectors.shape[1] != self.ann.dim:
                 raise QueryError(f"query embeddings have dimension {vectors.shape[1]}, the ANN index {self.ann.dim}; run 'build-ann' again")
-            _, ann_ids = self.ann.search(vectors, n_candidates)
-            candidate_ids = set(ann_ids[ann_ids >= 0].tolist())
-            candidate_ids |= self.hash_candidates(queries, n_candidates + len(queries))  # + the queries themselves
+            candidate_ids, stale_notices = self._candidates.collect(store, queries, vectors, n_candidates, timings)
+            query_ids = self._query_ids(store, queries)
+            candidate_ids = candidate_ids | query_ids if include_query else candidate_ids - query_ids
             t1 = time.perf_counter()
-            extra_ids, extra_rows, notice = self._stale_rows()
-            if notice:
-                notices.append(notice)
-            if extra_rows is not None and len(extra_rows):
-                sims = extra_rows.embeddings @ vectors.T  # exact inner product, as the index scores
-                keep = min(n_candidates, len(extra_rows))
-                for column in sims.T:
-                    top = np.argpartition(-column, keep - 1)[:keep]
-                    candidate_ids.update(extra_rows.ids[top].tolist())
-            query_ids = {q.image_id for q in queries if q.image_id is not None}
-            for q in queries:  # a collection file that changed since 'index' was decoded afresh: still itself
-                if q.image_id is None and q.rel_path is not None:
-                    stored_id = self.store.find_by_path(q.rel_path)
-                    if stored_id is not None:
-                        query_ids.add(stored_id)
-            if include_query:
-                candidate_ids |= query_ids
-            else:
-                candidate_ids -= query_ids
+            rows = store.get_features(sorted(candidate_ids), self.model_id)  # removed images are not returned
             t2 = time.perf_counter()
-            rows = self.store.get_features(sorted(candidate_ids), self.model_id)  # removed images are not returned
-            t3 = time.perf_counter()
-            scores = score_candidates(queries, rows, self.config.query.color_measure)
+            scores = score_candidates(queries, rows, self.settings.color_measure)
             fused = scores.fused(weights)
             order = np.lexsort((rows.ids, -fused))[:top_k]
-            max_bits = self.config.query.near_duplicate_max_bits
-            results = [
-                Result(rank=r + 1, id=int(rows.ids[i]), path=display_path(rows.paths[i]), rel_path=rows.paths[i],
-                       score=float(fused[i]),
-                       scores={"embedding": float(scores.embedding[i]), "color": float(scores.color[i]), "dhash": float(scores.dhash[i])},
-                       hamming=int(scores.hamming[i]), near_duplicate=bool(scores.hamming[i] <= max_bits))
-                for r, i in enumerate(order)
-            ]
-            t4 = time.perf_counter()
-        timings.update({"ann_search": t1 - t0, "stale_merge": t2 - t1, "fetch": t3 - t2, "rerank": t4 - t3})
-        return QueryResponse(list(queries), results, weights, len(rows), notices, timings)
+            results = [self._result(r + 1, rows, i, scores, fused) for r, i in enumerate(order)]
+            t3 = time.perf_counter()
+        timings.update({"fetch": t2 - t1, "rerank": t3 - t2})
+        return QueryResponse(list(queries), results, weights, len(rows), version, notices + stale_notices, timings)
 
-    def hash_candidates(self, queries: Sequence[QueryImage], limit: int) -> set[int]:
-        """Ids within ``query.hash_candidates_max_bits`` dHash bits of any query image (the closest ``limit``).
+    def _model_notices(self, store: Store) -> list[str]:
+        current = store.model_id
+        if current != self.model_id:
+            return [f"the collection was re-indexed with model {current} since it was opened; reopen it to search the new embeddings"]
+        return []
 
-        The ANN finds what the embedding finds; an edited copy of an image (re-encoded, rescaled,
-        brightened) can sit far from its original in embedding space yet keep nearly the same dHash, so
-        an exact Hamming scan (a few ms at 550k) adds those candidates.
-        """
-        max_bits = self.config.query.hash_candidates_max_bits
-        if max_bits is None:
-            return set()
-        version = self.store.data_version
-        if self._hash_table is None or self._hash_table[0] != version:
-            self._hash_table = (version, *self.store.hashes(self.model_id))
-        _, ids, hashes = self._hash_table
-        nearest = np.full(len(ids), 64, dtype=np.int64)
-        for q in queries:
-            nearest = np.minimum(nearest, similarity.hamming_distance(q.dhash, hashes))
-        close = np.flatnonzero(nearest <= max_bits)
-        if close.size > limit:
-            close = close[np.argsort(nearest[close], kind="stable")[:limit]]
-        return set(ids[close].tolist())
+    @staticmethod
+    def _query_ids(store: Store, queries: Sequence[QueryImage]) -> set[int]:
+        ids = {q.image_id for q in queries if q.image_id is not None}
+        for q in queries:  # a collection file that changed since 'index' was decoded afresh: still itself
+            if q.image_id is None and q.rel_path is not None:
+                stored_id = store.find_by_path(q.rel_path)
+                if stored_id is not None:
+                    ids.add(stored_id)
+        return ids
 
-    def _stale_rows(self) -> tuple[np.ndarray, FeatureRows | None, str | None]:
-        """Images the index does not know (added, re-embedded or changed since build-ann), cached per data_version."""
-        version = self.store.data_version
-        meta = self.ann.meta
-        if version == meta.data_version:
-            return np.zeros(0, np.int64), None, None
-        if self._stale_cache is not None and self._stale_cache[0] == version:
-            return self._stale_cache[1], self._stale_cache[2], self._stale_cache[3]
-        current = self.store.embedding_ids(self.model_id)
-        labels = self.ann.labels()
-        added = np.setdiff1d(current, labels)
-        changed = self.store.ids_indexed_since(self.model_id, meta.built_at)
-        extra = np.union1d(added, changed)
-        removed = int(np.setdiff1d(labels, current).size)
-        rows = self.store.get_features(extra.tolist(), self.model_id) if extra.size else None
-        if rows is not None:
-            rows = FeatureRows(rows.ids, rows.paths, _unit_rows(rows.embeddings), rows.histograms, rows.dhashes)
-        notice = (f"the ANN index is older than the database ({extra.size} images added or changed, {removed} removed "
-                  f"since build-ann): they are searched exactly / filtered out; rebuild advised: run 'build-ann'")
-        self._stale_cache = (version, extra, rows, notice)
-        return extra, rows, notice
+    def _result(self, rank: int, rows, i: int, scores: Scores, fused: np.ndarray) -> Result:
+        rel = rows.paths[i]
+        return Result(
+            rank=rank, id=int(rows.ids[i]), path=display_path(absolute_path(self.settings.image_root, rel)),
+            relpath=display_path(rel), rel_path=rel, score=float(fused[i]),
+            scores={"embedding": float(scores.embedding[i]), "color": float(scores.color[i]), "dhash": float(scores.dhash[i])},
+            hamming=int(scores.hamming[i]), near_duplicate=bool(scores.hamming[i] <= self.settings.near_duplicate_max_bits),
+        )
 
 
 def run_query(config: Config, *, images: Sequence[str | os.PathLike] = (), ids: Sequence[int] = (),
@@ -373,21 +266,8 @@ def run_query(config: Config, *, images: Sequence[str | os.PathLike] = (), ids: 
     """One-shot query (the CLI's ``query``): open the collection, resolve query images, search."""
     if not images and not ids:
         raise QueryError("give at least one query image (--image PATH or --id N)")
-    weights = weights or Weights.from_config(config)
     for image in images:  # fail fast on a missing file, before loading the index
         if not os.path.exists(image):
             raise QueryError(f"{image}: query image not found")
     with Recommender(config, embedder=embedder) as rec:
-        queries = [rec.image_by_id(int(i)) for i in ids] + [rec.image_from_path(p) for p in images]
-        return rec.query(queries, top_k=top_k, weights=weights, include_query=include_query)
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    vector = np.asarray(vector, dtype=np.float32)
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm > 0 else vector
-
-
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros_like(vectors, dtype=np.float32), where=norms > 0).astype(np.float32)
+        return rec.search(ids=ids, images=images, top_k=top_k, weights=weights, include_query=include_query)

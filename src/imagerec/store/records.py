@@ -100,3 +100,16 @@ def display_path(rel_path: bytes) -> str:
 
 def absolute_path(image_root: Path, rel_path: bytes) -> bytes:
     return os.path.join(os.fsencode(image_root), rel_path)
+
+
+def top_folder(rel_path: bytes) -> str:
+    """The first folder of a stored path (its class, for collections sorted into folders)."""
+    head, sep, _ = rel_path.partition(b"/")
+    return head.decode("utf-8", "backslashreplace") if sep else "(top level)"
+
+
+def sample_ids(all_ids: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Seeded uniform sample of ``size`` ids without replacement, sorted; all ids when ``size`` ≥ their number."""
+    if size >= len(all_ids):
+        return np.sort(all_ids)
+    return np.sort(np.random.default_rng(seed).choice(all_ids, size=size, replace=False))

@@ -293,7 +293,13 @@ class Store:
 
     @contextmanager
     def read_snapshot(self) -> Iterator[None]:
-        """Every read inside sees one committed state of the database (a WAL read transaction)."""
+        """Every read inside sees one committed state of the database (a WAL read transaction).
+
+        Re-entrant: inside an open snapshot (or transaction) of this connection it joins that one.
+        """
+        if self._db.in_transaction:
+            yield
+            return
         self._db.execute("BEGIN DEFERRED")
         try:
             yield

@@ -4,8 +4,9 @@
   query ``repeat`` times; stages: decode, features, embed (external images only), ann_search,
   stale_merge, fetch (SQLite), rerank.
 * ``--mode index``: takes the first ``limit`` images of the scan and runs them through the indexer's
-  own ``decode_one`` and ``BatchWriter`` in this process, into a scratch database under
-  ``output.dir/cache`` so the collection is not touched; stages: decode, features, embed, store.
+  own ``decode_job``, embed step and writer in this process (an inline ``LocalExecutor``), into a
+  scratch database under ``output.dir/cache`` so the collection is not touched; stages: decode,
+  features, embed, store.
   (``index`` itself decodes in worker processes, which cProfile in the parent cannot see.)
 
 The ``.prof`` files go to ``output.dir/cache/profile_<mode>.prof``; ``python -m pstats FILE`` reads them.
@@ -52,8 +53,7 @@ def profile_query(config: Config, *, images: Sequence[str] = (), ids: Sequence[i
             rec.embedder  # load the model outside the measured loop  # noqa: B018
         profiler.enable()
         for _ in range(repeat):
-            queries = [rec.image_by_id(int(i)) for i in ids] + [rec.image_from_path(p) for p in images]
-            response = rec.query(queries)
+            response = rec.search(ids=ids, images=images)
             stages.update(response.timings)
         profiler.disable()
     total = time.perf_counter() - started
@@ -63,16 +63,20 @@ def profile_query(config: Config, *, images: Sequence[str] = (), ids: Sequence[i
 
 
 def profile_index(config: Config, *, limit: int = 200, top: int = 25, embedder=None) -> ProfileReport:
-    from imagerec.indexing.run import BatchWriter, IndexSummary, Progress, WorkItem, decode_one, job_settings, load_embedder
-    from imagerec.data.scan import scan_images
+    """The first ``limit`` scanned images through the indexer's decode, embed step and writer, in this process."""
+    from imagerec.indexing.decode import crashed, decode_job
+    from imagerec.indexing.executors import LocalExecutor
+    from imagerec.indexing.plan import WorkItem, batched
+    from imagerec.indexing.run import index_settings, load_index_embedder, make_sink
+    from imagerec.indexing.summary import IndexProgress, IndexSummary
     from imagerec.store import Store
 
     root = Path(config.data.image_root)
     if not root.is_dir():
         raise ImagerecError(f"data.image_root: {root} is not a folder")
-    embedder = embedder if embedder is not None else load_embedder(config)
-    settings = job_settings(config, embedder)
-    files = list(islice(scan_images(root, follow_symlinks=config.index.follow_symlinks), limit))
+    embedder = embedder if embedder is not None else load_index_embedder(config)
+    settings = index_settings(config, embedder)
+    files = list(islice(settings.scan.files(), limit))
     if not files:
         raise ImagerecError(f"{root}: no images to profile")
     scratch = config.output.layout.cache_dir / "profile_index_scratch"
@@ -80,16 +84,17 @@ def profile_index(config: Config, *, limit: int = 200, top: int = 25, embedder=N
     scratch.mkdir(parents=True)
     out = config.output.layout.cache_dir / "profile_index.prof"
     summary = IndexSummary(model_id=embedder.model_id if embedder else None)
+    items = [WorkItem(f, None, embedding_only=False) for f in files]
+    inline = LocalExecutor(1, inline=True)  # cProfile sees only this process
     profiler = cProfile.Profile()
     started = time.perf_counter()
-    batch_size = config.index.batch_size
     try:
         with Store(scratch / "images.db") as store:
-            writer = BatchWriter(store, embedder, batch_size, settings.histogram.key, summary, Progress())
+            sink = make_sink(store, settings, embedder, summary, IndexProgress(None, None, summary))
             profiler.enable()
-            for start in range(0, len(files), batch_size):
-                writer.add([decode_one(WorkItem(f, None, embedding_only=False), settings) for f in files[start:start + batch_size]])
-            writer.flush()
+            for results in inline.map(batched(items, settings.batch_size), decode_job, settings.decode, on_crash=crashed):
+                sink.add(results)
+            sink.flush()
             profiler.disable()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from imagerec.data import loading
+from imagerec.data.scan import format_hint
 from imagerec.config import Config
 from imagerec.errors import ImagerecError, ImageLoadError
 from imagerec.search.recommender import QueryResponse
@@ -91,7 +92,7 @@ def _paste(sheet: Image.Image, draw: ImageDraw.ImageDraw, source, settings, x: i
     image = None
     if source is not None:
         try:
-            image = loading.load_image(source, settings, _hint(source)).image
+            image = loading.load_image(source, settings, format_hint(source)).image
         except ImageLoadError:
             image = None
     if image is None:
@@ -103,10 +104,3 @@ def _paste(sheet: Image.Image, draw: ImageDraw.ImageDraw, source, settings, x: i
         sheet.paste(image, (x + (thumb - image.width) // 2, y + (thumb - image.height) // 2))
     if outline is not None:
         draw.rectangle((x - 3, y - 3, x + thumb + 2, y + thumb + 2), outline=outline, width=3)
-
-
-def _hint(source) -> str | None:
-    from imagerec.data.scan import image_extensions
-
-    name = os.fsdecode(source)
-    return image_extensions().get(os.path.splitext(name)[1].lower())

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
+from imagerec.ann import ann_state
 from imagerec.config import Config
 from imagerec.store import Store
-
-
-
-def ann_metadata_path(config: Config) -> Path:
-    """Metadata written beside ``ann_hnsw.bin`` by ``build-ann`` (JSON: count, model_id, data_version...)."""
-    return config.output.layout.ann_file('ann_hnsw.bin').with_suffix(".json")
 
 
 @dataclass(frozen=True)
@@ -47,19 +40,9 @@ def collection_status(config: Config) -> CollectionStatus:
             with_embedding=by_model.get(model_id, 0) if model_id else 0,
             model_id=model_id,
             embeddings_by_model=by_model,
-            ann=_ann_state(config, store.data_version, model_id),
+            ann=ann_state(config.output.layout, data_version=store.data_version, model_id=model_id),
             db_path=str(config.output.layout.db),
             db_size_bytes=store.file_size(),
             schema_version=store.schema_version,
         )
 
-
-def _ann_state(config: Config, data_version: int, model_id: str | None) -> dict[str, Any] | None:
-    if not config.output.layout.ann_file('ann_hnsw.bin').exists():
-        return None
-    try:
-        meta = json.loads(ann_metadata_path(config).read_text())
-    except (OSError, ValueError):
-        return {"path": str(config.output.layout.ann_file('ann_hnsw.bin')), "state": "unreadable metadata: run 'build-ann' again"}
-    stale = meta.get("data_version") != data_version or meta.get("model_id") != model_id
-    return {"path": str(config.output.layout.ann_file('ann_hnsw.bin')), "count": meta.get("count"), "state": "stale" if stale else "current"}

@@ -21,7 +21,7 @@ import numpy as np
 from imagerec.config import Config
 from imagerec.errors import ImagerecError
 from imagerec.store import Store
-from imagerec.store.records import absolute_path
+from imagerec.store.records import absolute_path, sample_ids, top_folder
 
 MAX_LEGEND_GROUPS = 20
 THUMB_PX = 28
@@ -34,18 +34,6 @@ class VizSummary:
     groups: int
     tsne_s: float
     elapsed_s: float
-
-
-def sample_ids(all_ids: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Uniform sample without replacement, sorted; all ids when ``size`` ≥ their number."""
-    if size >= len(all_ids):
-        return np.sort(all_ids)
-    return np.sort(np.random.default_rng(seed).choice(all_ids, size=size, replace=False))
-
-
-def top_folder(rel_path: bytes) -> str:
-    head, sep, _ = rel_path.partition(b"/")
-    return head.decode("utf-8", "backslashreplace") if sep else "(top level)"
 
 
 def embed_2d(vectors: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
@@ -115,15 +103,13 @@ def _draw_thumbnails(ax, xy: np.ndarray, paths: list[bytes], config: Config) -> 
     from PIL import Image
 
     from imagerec.data import loading
-    from imagerec.data.scan import image_extensions
+    from imagerec.data.scan import format_hint
 
     settings = loading.LoadSettings.from_config(config.index, THUMB_PX)
-    extensions = image_extensions()
     ax.scatter(xy[:, 0], xy[:, 1], s=0)  # sets the data limits
     for (x, y), rel in zip(xy, paths):
         try:
-            hint = extensions.get(os.path.splitext(rel.decode("utf-8", "replace"))[1].lower())
-            image = loading.load_image(absolute_path(config.data.image_root, rel), settings, hint).image
+            image = loading.load_image(absolute_path(config.data.image_root, rel), settings, format_hint(rel)).image
         except loading.ImageLoadError:
             continue
         image = image.copy()

@@ -1,15 +1,20 @@
-"""SimCLR parts: the projection head and the NT-Xent loss.
+"""SimCLR parts: the projection head, the NT-Xent loss, and the model they train (backbone + head + views).
 
 Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of Visual
 Representations", ICML 2020 (arXiv:2002.05709). The head is only used during training; the
-embedding model file holds the backbone, whose 512-d output is the representation.
+embedding model file holds the backbone, whose output (512-d for ResNet-18) is the representation.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from imagerec.embed.base import ModelSpec, architecture
+from imagerec.train.augment import AugmentSettings, SimCLRAugment
 
 
 class ProjectionHead(nn.Module):
@@ -57,3 +62,58 @@ class NTXentLoss(nn.Module):
         logits.fill_diagonal_(float("-inf"))  # an anchor is never its own negative
         targets = torch.arange(2 * n, device=z.device).add_(n).remainder_(2 * n)
         return F.cross_entropy(logits, targets)
+
+
+@dataclass
+class SimCLRModel:
+    """Backbone + projection head + augmentation + loss on one device: what a training step runs."""
+
+    backbone: nn.Module
+    head: ProjectionHead
+    augment: SimCLRAugment
+    loss_fn: NTXentLoss
+    device: torch.device
+    memory_format: torch.memory_format
+    mean: torch.Tensor  # (1, 3, 1, 1) on device, inputs in [0, 1]
+    std: torch.Tensor
+
+    def to_unit(self, images: torch.Tensor) -> torch.Tensor:
+        """Uint8 NHWC (CPU) → float NCHW in [0, 1] on the device."""
+        return images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images → the network's input (spec mean/std, memory format)."""
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    def two_views(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(2N, 3, S, S) network input: two augmented views of each [0, 1] image, the first N then the second."""
+        return self.normalise(torch.cat([self.augment(x, generator), self.augment(x, generator)]))
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast on CUDA, a no-op elsewhere."""
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def pair_loss(self, z: torch.Tensor) -> torch.Tensor:
+        """NT-Xent of (2N, D) projections laid out as ``two_views`` makes them."""
+        z1, z2 = z.float().chunk(2)
+        return self.loss_fn(z1, z2)
+
+    def train(self, mode: bool = True) -> None:
+        """Training (or eval) mode for backbone and head."""
+        self.backbone.train(mode)
+        self.head.train(mode)
+
+
+def build_simclr(spec: ModelSpec, augment: AugmentSettings, temperature: float, device: torch.device,
+                 channels_last: bool) -> SimCLRModel:
+    """A freshly initialised SimCLR model (draws from torch's global RNG: seed it first)."""
+    arch = architecture(spec.arch)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    backbone = arch.build(spec).to(device, memory_format=memory_format)
+    head = ProjectionHead(in_dim=arch.embedding_dim).to(device)
+    return SimCLRModel(
+        backbone=backbone, head=head, augment=SimCLRAugment(augment, out_size=spec.image_size),
+        loss_fn=NTXentLoss(temperature), device=device, memory_format=memory_format,
+        mean=torch.tensor(spec.mean, device=device).view(1, 3, 1, 1),
+        std=torch.tensor(spec.std, device=device).view(1, 3, 1, 1),
+    )

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import SAMPLE_DIR, TINY_MODEL_SIZE
@@ -24,8 +23,10 @@ from imagerec.embed.base import Preprocess
 from imagerec.data import loading
 from imagerec.config import load_config
 from imagerec.data.features import HISTOGRAM_SIDE
-from imagerec.indexing.run import Progress, index_collection
-from imagerec.embed.files import Embedder, ModelSpec, load_model, write_random_model
+from imagerec.embed import load_embedder
+from imagerec.embed.files import ModelSpec, load_model, write_random_model
+from imagerec.indexing.run import index_collection
+from imagerec.progress import ProgressEvent
 
 BINS = 8  # the default joint RGB histogram: 8x8x8 cells
 SOLID = {  # file name -> colour; chosen mid-bin so the expected cell is unambiguous
@@ -114,29 +115,19 @@ def config_for(write_config, tmp_path):
     return _make
 
 
-class CountingProgress(Progress):
-    def __init__(self, total):
-        self.total = total
-        self.done = 0
-
-    def update(self, n, summary):
-        self.done += n
-
-
 def test_first_run_indexes_all_and_rerun_decodes_nothing(collection, config_for):
     config = config_for(collection)
     db = config.output.layout.db
     expected_paths = files_under(collection)
-    bars = []
+    events: list[ProgressEvent] = []
 
-    def progress(total):
-        bars.append(CountingProgress(total))
-        return bars[-1]
-
-    first = index_collection(config, progress=progress)
+    first = index_collection(config, progress=events.append)
     assert (first.indexed, first.updated, first.unchanged, first.removed) == (len(expected_paths), 0, 0, 0)
     assert first.processed == len(expected_paths) and not first.skipped
-    assert bars[0].total == bars[0].done == len(expected_paths)
+    assert events and {e.stage for e in events} == {"index"}
+    assert {e.total for e in events} == {len(expected_paths)}
+    assert [e.done for e in events] == sorted(e.done for e in events)  # done only grows
+    assert events[-1].done == len(expected_paths)
     stored = rows(db)
     assert set(stored) == expected_paths
     for name, colour in SOLID.items():
@@ -276,7 +267,7 @@ def test_embeddings_match_the_query_path(tmp_path, config_for, tiny_model_file):
     stored = embeddings(config.output.layout.db)
     assert len(stored) == len(picks)
     model = load_model(tiny_model_file)
-    embedder = Embedder(model, torch.device("cpu"), threads=1)
+    embedder = load_embedder(tiny_model_file, device="cpu")
     settings = loading.LoadSettings(config.index.formats, config.index.max_image_pixels,
                                     min_side=max(model.spec.image_size, HISTOGRAM_SIDE // 2))
     rels = sorted(stored)

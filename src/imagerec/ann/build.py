@@ -1,0 +1,132 @@
+"""``build-ann``: an ANN index over the stored embeddings, by the backend ``ann.kind`` names.
+
+Crash-safe multi-file replacement: each index file gets a build-unique name and is written via temp
+file + fsync + rename; then ``ann.json`` is replaced atomically (the single commit point); then the
+files of the previous index (and of older imagerec versions) are removed. A kill at any moment leaves
+the previous index usable; the next build removes what the killed one left.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from imagerec.ann.base import AnnBackend, AnnIndexError, AnnSettings
+from imagerec.ann.files import describe_file, fsync_removals, new_build_id, sweep
+from imagerec.ann.manifest import AnnMetadata, referenced_names, write_manifest
+from imagerec.ann.registry import backend
+from imagerec.config import Config
+from imagerec.layout import Layout
+from imagerec.progress import ProgressCallback, report
+from imagerec.store import Store
+from imagerec.vectors import unit_rows
+
+STAGE = "build-ann"
+
+
+@dataclass
+class BuildSummary:
+    """What ``build_ann`` made: the manifest path, its metadata, timings and the leftovers it removed."""
+
+    path: Path  # the manifest, output.dir/ann.json
+    metadata: AnnMetadata
+    elapsed_s: float
+    stage_s: dict[str, float] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {"path": str(self.path), "metadata": self.metadata.to_dict(), "elapsed_s": round(self.elapsed_s, 3),
+                "stage_s": {k: round(v, 3) for k, v in self.stage_s.items()}, "removed": list(self.removed)}
+
+
+def build_ann(config: Config, *, progress: ProgressCallback | None = None) -> BuildSummary:
+    """Build ``config``'s ANN index from the embeddings of the collection's current model."""
+    return build_index(config.output.layout, AnnSettings.from_config(config), progress=progress)
+
+
+def build_index(layout: Layout, settings: AnnSettings, *, progress: ProgressCallback | None = None) -> BuildSummary:
+    """Build the index of ``layout`` with ``settings``.
+
+    Embeddings are read ``settings.build_chunk`` rows at a time inside one read snapshot (a concurrent
+    ``index`` cannot make the metadata lie); one ``build-ann`` progress event per chunk.
+    """
+    started = time.perf_counter()
+    built_at = time.time()  # before the snapshot: conservative for staleness checks
+    builder = backend(settings.kind)(settings)
+    previous = referenced_names(layout)
+    removed = sweep(layout, keep=previous)  # temporaries and files of a killed build
+    stage = {"read": 0.0, "add": 0.0, "write": 0.0}
+    with Store(layout.db, readonly=True) as store, store.read_snapshot():
+        model_id = store.model_id
+        total = store.count_embeddings_by_model().get(model_id, 0) if model_id else 0
+        if not model_id or total == 0:
+            raise _nothing_to_index(layout)
+        data_version = store.data_version
+        chunks = store.iter_embeddings(model_id, chunk_size=settings.build_chunk)
+        dim, count, max_id = _feed(builder, chunks, model_id=model_id, total=total, progress=progress, stage=stage)
+    if count == 0:
+        raise _nothing_to_index(layout)
+    elapsed = time.perf_counter() - started
+    fields = dict(
+        kind=builder.kind, model_id=model_id, dim=dim, count=count, max_image_id=max_id, data_version=data_version,
+        params=builder.build_params(), built_at=built_at,
+        built_at_iso=datetime.fromtimestamp(built_at, timezone.utc).isoformat(timespec="seconds"),
+        build_seconds=round(elapsed, 3), library=builder.library, library_version=builder.library_version(),
+        metric=builder.metric,
+    )
+    t0 = time.perf_counter()
+    meta = _write(layout, builder, fields, previous)
+    removed += sweep(layout, keep={f.name for f in meta.files}, legacy=True)  # the previous index, old versions
+    fsync_removals(layout)
+    stage["write"] = time.perf_counter() - t0
+    return BuildSummary(layout.ann_manifest, meta, time.perf_counter() - started, stage, removed)
+
+
+def _feed(builder: AnnBackend, chunks, *, model_id: str, total: int, progress: ProgressCallback | None,
+          stage: dict[str, float]) -> tuple[int, int, int]:
+    """Unit-normalise and add every chunk (training on the first one if the backend needs it): (dim, count, max id)."""
+    dim, count, max_id = 0, 0, 0
+    t0 = time.perf_counter()
+    for ids, vectors in chunks:
+        vectors = unit_rows(vectors)
+        stage["read"] += time.perf_counter() - t0
+        if not len(ids):
+            continue
+        if not dim:
+            dim = int(vectors.shape[1])
+            if builder.needs_training:
+                builder.train(vectors)
+        elif vectors.shape[1] != dim:
+            raise AnnIndexError(f"embeddings of model {model_id} have mixed dimensions ({dim} and {vectors.shape[1]}); re-run 'index'")
+        t1 = time.perf_counter()
+        builder.add(ids, vectors)
+        stage["add"] += time.perf_counter() - t1
+        count += len(ids)
+        max_id = max(max_id, int(ids.max()))
+        report(progress, STAGE, count, total)
+        t0 = time.perf_counter()
+    return dim, count, max_id
+
+
+def _write(layout: Layout, builder: AnnBackend, fields: dict[str, Any], previous: set[str]) -> AnnMetadata:
+    """Index files under build-unique names, then the manifest (the commit point); on failure undo ours."""
+    prefix = layout.ann_file(f"ann_{builder.kind}.{new_build_id(fields['built_at'])}")
+    try:
+        paths = builder.write(prefix)
+        meta = AnnMetadata(files=tuple(describe_file(p) for p in paths), **fields)
+        write_manifest(layout, meta)
+        return meta
+    except BaseException as exc:
+        sweep(layout, keep=previous | referenced_names(layout))  # whatever ann.json names now stays
+        if isinstance(exc, (OSError, RuntimeError)):  # disk full, permissions; FAISS wraps write errors in RuntimeError
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or [""])[0][:160]
+            raise AnnIndexError(f"{layout.root}: cannot write the ANN index ({detail}); the previous index is unchanged") from None
+        raise
+
+
+def _nothing_to_index(layout: Layout) -> AnnIndexError:
+    return AnnIndexError(f"{layout.db}: no embeddings to index yet; run 'index' with a model file at {layout.model} first")

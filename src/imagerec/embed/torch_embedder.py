@@ -1,0 +1,98 @@
+"""Batched inference with a loaded model file: the ``Embedder`` that ``index`` and ``query`` use.
+
+uint8 NHWC images at the model's input size → normalised by the spec's mean/std → channels-last
+network under ``inference_mode`` (bf16 autocast on CUDA) → L2-normalised float32 rows.
+Torch threads are not touched here: the stage that runs the embedder sets them
+(``imagerec.embed.device.set_torch_threads``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from imagerec.embed.base import Embedder, Preprocess
+from imagerec.embed.device import select_device, set_torch_threads
+from imagerec.embed.files import EmbeddingModel, load_model
+
+
+class TorchEmbedder:
+    """An ``Embedder`` over an ``EmbeddingModel`` on one torch device."""
+
+    def __init__(self, model: EmbeddingModel, device: torch.device | str = "cpu"):
+        self._model = model
+        self._device = torch.device(device)
+        self._preprocess = Preprocess(model.spec.image_size)
+        self._net = model.backbone.to(self._device).eval().to(memory_format=torch.channels_last)
+        self._mean = torch.tensor(model.spec.mean, device=self._device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(model.spec.std, device=self._device).view(1, 3, 1, 1) * 255.0
+
+    @property
+    def arch(self) -> str:
+        return self._model.spec.arch
+
+    @property
+    def model_id(self) -> str:
+        return self._model.model_id
+
+    @property
+    def dim(self) -> int:
+        return self._model.spec.embedding_dim
+
+    @property
+    def input_size(self) -> int:
+        return self._model.spec.image_size
+
+    @property
+    def image_size(self) -> int:
+        """Alias of ``input_size`` (indexing/run.py and search/recommender.py still read it)."""
+        return self.input_size
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self._preprocess
+
+    @property
+    def runs_on_cpu(self) -> bool:
+        return self._device.type == "cpu"
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def model(self) -> EmbeddingModel:
+        return self._model
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 → (N, dim) float32, unit L2 norm."""
+        size = self.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (size, size, 3):
+            raise ValueError(f"expected (N, {size}, {size}, 3) uint8, got {batch.shape}")
+        if not batch.flags.writeable:  # torch.from_numpy wants a writable array (Preprocess output is read-only)
+            batch = batch.copy()
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self._device, non_blocking=True).permute(0, 3, 1, 2).float()
+            x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self._device.type == "cuda"):
+                out = self._net(x)
+            return F.normalize(out.float(), dim=1).cpu().numpy()
+
+
+def load_embedder(path: Path, *, device: torch.device | str = "auto") -> Embedder:
+    """Load and verify the model file at ``path`` and make it ready on ``device`` ("auto": best available).
+
+    Raises ``ModelFileError`` for a missing or damaged file or an unavailable device.
+    """
+    chosen = device if isinstance(device, torch.device) else select_device(device)
+    return TorchEmbedder(load_model(Path(path)), chosen)
+
+
+def legacy_embedder(model: EmbeddingModel, device: torch.device, threads: int | None = None) -> TorchEmbedder:
+    """The old ``embed.files.Embedder(model, device, threads)`` call, for code not yet moved to
+    ``load_embedder``: sets the threads as that constructor did, at the caller's stage edge."""
+    set_torch_threads(threads, device)
+    return TorchEmbedder(model, device)

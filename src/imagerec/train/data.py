@@ -1,0 +1,139 @@
+"""Training data: which files, the decoded cache, the seeded train/val split, folder labels, batches.
+
+Files: those under ``data.image_root`` (optionally only ``train.file_list``), a seeded random subset of
+at most ``train.max_images`` (reservoir sampling, so memory stays bounded), in path order. They are
+decoded once into the ``train.cache`` memmap; each step's batch is read from it by a prefetch thread.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imagerec.config import Config
+from imagerec.data import loading
+from imagerec.data.scan import ScannedFile, scan_images
+from imagerec.errors import Interrupted, TrainError
+from imagerec.progress import ProgressCallback
+from imagerec.train.cache import TrainCache, open_or_build_cache
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The decoded images and which cache rows train, validate, and (when known) their classes."""
+
+    cache: TrainCache
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    labels: np.ndarray | None  # class code per cache row, when images sit in class folders
+
+
+def select_files(config: Config) -> list[ScannedFile]:
+    """The training files: a seeded subset of at most ``train.max_images``, in path order."""
+    tc = config.train
+    root = Path(config.data.image_root)
+    if not root.is_dir():
+        raise TrainError(f"data.image_root: {root} is not a folder; fix it in {config.source or 'the config'}")
+    wanted = read_file_list(config) if tc.file_list is not None else None
+    rng = random.Random(tc.seed)
+    reservoir: list[ScannedFile] = []
+    seen = 0
+    for scanned in scan_images(root, follow_symlinks=config.index.follow_symlinks):
+        if scanned.format_hint not in config.index.formats or (wanted is not None and scanned.rel_path not in wanted):
+            continue
+        seen += 1
+        if len(reservoir) < tc.max_images:
+            reservoir.append(scanned)
+        else:
+            j = rng.randrange(seen)
+            if j < tc.max_images:
+                reservoir[j] = scanned
+    return sorted(reservoir, key=lambda f: f.rel_path)
+
+
+def read_file_list(config: Config) -> set[bytes]:
+    """The paths listed in ``train.file_list`` (relative to the config file's folder), as bytes."""
+    path = Path(os.path.expanduser(config.train.file_list))
+    if not path.is_absolute():
+        path = (config.source.resolve().parent if config.source else Path.cwd()) / path
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise TrainError(f"train.file_list: cannot read {path} ({exc.strerror or exc})") from None
+    return {os.fsencode(line.strip()) for line in lines if line.strip()}
+
+
+def prepare_data(config: Config, progress: ProgressCallback | None, say: Callable[[str], None]) -> TrainData:
+    """Select the files, open (or build: events of stage "decode") the cache, split it train/val."""
+    tc = config.train
+    files = select_files(config)
+    if len(files) < 2:
+        raise TrainError(f"found {len(files)} image(s) under {config.data.image_root}; training needs at least 2")
+    load = loading.LoadSettings.from_config(config.index, tc.image_size)
+    try:
+        cache = open_or_build_cache(Path(config.data.image_root), files, tc.image_size, config.output.layout.cache_dir,
+                                    load, tc.workers or os.cpu_count() or 1, progress=progress)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted while building the training cache; nothing was kept") from None
+    if cache.built:
+        say(f"decoded {cache.decoded} images into {config.output.layout.cache_dir}")
+    if cache.skipped:
+        shown = ", ".join(f"{p} ({r})" for p, r in cache.skipped[:5])
+        say(f"skipped {len(cache.skipped)} image(s) that could not be decoded: {shown}" + (" ..." if len(cache.skipped) > 5 else ""))
+    rows = np.flatnonzero(cache.ok)
+    if len(rows) < 2:
+        raise TrainError(f"only {len(rows)} decodable image(s); training needs at least 2")
+    train_rows, val_rows = split_rows(rows, tc.val_fraction, tc.seed)
+    return TrainData(cache, train_rows, val_rows, folder_labels(cache.paths))
+
+
+def split_rows(rows: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, val) split of ``rows``, each sorted; val is empty or has >= 2 rows, train >= 2."""
+    order = np.random.default_rng([seed, 1]).permutation(rows)
+    n_val = int(round(val_fraction * len(rows)))
+    if 0 < n_val < 2 or len(rows) - n_val < 2:
+        n_val = 2 if len(rows) >= 4 and val_fraction > 0 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def folder_labels(paths: list[str]) -> np.ndarray | None:
+    """Class code per path from its top-level folder, when every image sits in one and there are >= 2."""
+    if not paths or any("/" not in p for p in paths):
+        return None
+    tops = [p.split("/", 1)[0] for p in paths]
+    classes, codes = np.unique(np.asarray(tops), return_inverse=True)
+    return codes if len(classes) >= 2 else None
+
+
+def epoch_batches(train_rows: np.ndarray, batch: int, seed: int, epoch: int, first_step: int) -> list[np.ndarray]:
+    """The cache rows of each step of ``epoch`` from ``first_step`` on (seeded shuffle, full batches only)."""
+    order = np.random.default_rng([seed, epoch, 2]).permutation(len(train_rows))
+    steps = len(train_rows) // batch
+    return [np.sort(train_rows[order[i * batch:(i + 1) * batch]]) for i in range(first_step, steps)]
+
+
+def chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    """``rows`` in consecutive pieces of ``size`` (the last one shorter)."""
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def prefetch_batches(images: np.ndarray, index_lists: list[np.ndarray], pin: bool) -> Iterator[torch.Tensor]:
+    """Uint8 NHWC batches read from the memmap, the next one prefetched by a thread."""
+
+    def read(rows: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.take(images, rows, axis=0))
+        return tensor.pin_memory() if pin else tensor
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(read, index_lists[0]) if index_lists else None
+        for i in range(len(index_lists)):
+            current = pending.result()
+            pending = pool.submit(read, index_lists[i + 1]) if i + 1 < len(index_lists) else None
+            yield current

@@ -1,0 +1,63 @@
+"""Optimiser and learning-rate schedule: SGD or AdamW, linear warm-up then cosine decay to 0.
+
+The peak learning rate is given per 256 images and scaled linearly with the batch size; biases and
+batch-norm scales get no weight decay.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+DEFAULT_LR = {"sgd": 0.15, "adamw": 1e-3}  # per 256 images
+DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adamw": 0.05}
+
+
+class WarmupCosine:
+    """LR multiplier per step: linear warm-up to 1, then cosine decay to 0 (a picklable LambdaLR rule)."""
+
+    def __init__(self, warmup_steps: int, total_steps: int):
+        self.warmup_steps = warmup_steps
+        self.total_steps = max(total_steps, 1)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def peak_lr(optimizer: str, lr: float | None, batch: int) -> float:
+    """``lr`` (or the optimiser's default) per 256 images, scaled to ``batch``."""
+    return (lr if lr is not None else DEFAULT_LR[optimizer]) * batch / 256
+
+
+def weight_decay(optimizer: str, value: float | None) -> float:
+    """``value``, or the optimiser's default when None."""
+    return value if value is not None else DEFAULT_WEIGHT_DECAY[optimizer]
+
+
+def make_optimizer(name: str, modules: list[nn.Module], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD (momentum 0.9) or AdamW over ``modules``; weight decay on matrices and kernels only."""
+    decay, no_decay = [], []
+    for module in modules:
+        for param in module.parameters():
+            (decay if param.ndim > 1 else no_decay).append(param)  # biases and batch-norm scales: no decay
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: WarmupCosine) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler following ``schedule``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def reschedule(scheduler: torch.optim.lr_scheduler.LambdaLR, schedule: WarmupCosine) -> None:
+    """After loading a checkpoint: follow ``schedule`` (the epoch count may have changed) from the saved step."""
+    scheduler.lr_lambdas[0] = schedule
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base * schedule(scheduler.last_epoch)
