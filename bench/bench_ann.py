@@ -146,7 +146,7 @@ def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, floa
     """Store of ``args.n`` rows from ``src`` at ``dest``, build-ann, recall and latency: (figures, markdown)."""
     from imagerec.ann import read_manifest
     from imagerec.config import load_config
-    from imagerec.search.fusion import Weights, score_candidates
+    from imagerec.search.fusion import score_candidates
     from imagerec.search.recommender import Recommender, SearchSettings
     from imagerec.store import Store
 

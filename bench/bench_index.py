@@ -35,7 +35,8 @@ from imagerec.data import loading
 from imagerec.config import load_config
 from imagerec.data.features import decode_min_side
 from imagerec.indexing.run import index_collection
-from imagerec.embed.files import Embedder, ModelSpec, load_model, select_device, write_random_model
+from imagerec.embed.device import select_device
+from imagerec.embed import ModelSpec, TorchEmbedder, load_model, set_torch_threads, write_random_model
 from imagerec.data.scan import scan_images
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101" / "101_ObjectCategories"
@@ -82,7 +83,8 @@ def index_rate(config_path: Path, model_file: Path | None) -> tuple[float, int]:
 def model_only_rate(model_file: Path, files: list[bytes], batch_size: int, threads: int) -> float:
     """Images/s of the model alone on pre-decoded uint8 inputs (decode not timed)."""
     model = load_model(model_file)
-    embedder = Embedder(model, select_device("cpu"), threads)
+    set_torch_threads(threads)
+    embedder = TorchEmbedder(model, select_device("cpu"))
     settings = loading.LoadSettings(("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"), 178_956_970, model.spec.image_size)
     inputs = np.stack([Preprocess(model.spec.image_size)(loading.load_image(f, settings).image) for f in files])
     embedder.embed(inputs[:batch_size])  # warm-up

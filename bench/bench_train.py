@@ -49,12 +49,12 @@ def main() -> None:
 def run(args: argparse.Namespace) -> tuple[dict[str, float], str]:
     """Raw step ceiling before and after the real training loop: (figures, markdown report)."""
     from imagerec.config import Config
-    from imagerec.embed.files import select_device
+    from imagerec.embed.device import select_device, set_torch_threads
     from imagerec.train.run import train_embeddings
 
     device = select_device(args.device)
     threads = args.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    set_torch_threads(threads, device)
     channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="imagerec_bench_train_"))
     config = Config.model_validate({
@@ -93,15 +93,15 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], str]:
 
 def raw_step_ceiling(args, device: torch.device, channels_last: bool) -> float:
     """Images/s of the bare SimCLR step on random views already on the device."""
-    from imagerec.embed.files import ModelSpec, build_backbone
+    from imagerec.embed import ModelSpec, architecture
     from imagerec.train.simclr import NTXentLoss, ProjectionHead
-    from imagerec.train.run import _make_optimizer
+    from imagerec.train.optim import make_optimizer
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
-    backbone = build_backbone(ModelSpec(stem=args.stem, image_size=args.image_size)).to(device, memory_format=fmt)
+    backbone = architecture("resnet18").build(ModelSpec(stem=args.stem, image_size=args.image_size)).to(device, memory_format=fmt)
     head = ProjectionHead().to(device)
-    optimizer = _make_optimizer("sgd", [backbone, head], 0.01, 1e-4)
+    optimizer = make_optimizer("sgd", [backbone, head], 0.01, 1e-4)
     loss_fn = NTXentLoss(0.2)
     views = torch.randn(2 * args.batch_size, 3, args.image_size, args.image_size, device=device).contiguous(memory_format=fmt)
 

@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
-    from imagerec.embed.files import Embedder, ModelSpec, load_model, select_device, write_random_model
+    from imagerec.embed import ModelSpec, TorchEmbedder, load_model, select_device, set_torch_threads, write_random_model
     from imagerec.eval.metrics import retrieval_scores
 
     rel_paths = [p for p in (args.data / args.split).read_text().split() if p.split("/", 1)[0] not in EXCLUDED]
@@ -61,7 +61,8 @@ def main() -> None:
         rows = [("joint RGB 8x8x8 colour histogram, Bhattacharyya", retrieval_scores(np.sqrt(hists), labels, 10), 0.0)]
         for what, model in models:
             t0 = time.perf_counter()
-            embedder = Embedder(model, device)
+            set_torch_threads(None, device)
+            embedder = TorchEmbedder(model, device)
             batch = pixels[model.spec.image_size]
             vectors = np.concatenate([embedder.embed(batch[i:i + 64]) for i in range(0, len(batch), 64)])
             rows.append((what, retrieval_scores(vectors, labels, 10), time.perf_counter() - t0))

@@ -76,7 +76,7 @@ def test_defaults_and_derived_output_paths(tmp_path):
     out = (tmp_path / "out").resolve()
     assert config.output.layout.db.resolve() == out / "images.db"
     assert config.output.layout.model.resolve() == out / "embedding_model.pt"
-    assert config.output.layout.ann_file('ann_hnsw.bin').resolve() == out / "ann_hnsw.bin"
+    assert config.output.layout.ann_manifest.resolve() == out / "ann.json"
     assert config.output.layout.cache_dir.resolve() == out / "cache"
     assert config.output.layout.checkpoints_dir.resolve() == out / "checkpoints"
 

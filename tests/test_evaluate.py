@@ -263,4 +263,4 @@ def test_cli_error_without_ann_index(collection, tmp_path):
     proc = run_cli(coll.config_path, "evaluate")
     assert proc.returncode != 0 and "build-ann" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert not os.path.exists(coll.out / "ann_hnsw.bin")
+    assert not os.path.exists(coll.out / "ann.json")

@@ -11,11 +11,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from imagerec.closing import Closing
 from imagerec.config import Config, load_config
 from imagerec.progress import ProgressCallback
 
 
-class Collection:
+class Collection(Closing):
     """The collection described by ``config``. Safe to share between threads for ``similar``/``query``."""
 
     def __init__(self, config: Config):
@@ -92,12 +93,6 @@ class Collection:
             for rec in [*self._retired, *([self._recommender] if self._recommender else [])]:
                 rec.close()
             self._retired, self._recommender = [], None
-
-    def __enter__(self) -> "Collection":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
 
 def open_collection(config: Config | str | os.PathLike) -> Collection:

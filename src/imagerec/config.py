@@ -42,7 +42,7 @@ class OutputConfig(_Section):
     @property
     def layout(self) -> Layout:
         """Every artefact path inside ``dir``."""
-        return Layout(self.dir)
+        return Layout.of(self.dir)
 
 
 class RuntimeConfig(_Section):
@@ -56,6 +56,11 @@ class IndexConfig(_Section):
     max_image_pixels: int = Field(default=178_956_970, ge=1, description="Larger images are refused as bombs.")
     formats: tuple[str, ...] = Field(default=DEFAULT_FORMATS, min_length=1)
     follow_symlinks: bool = False
+    max_removal_fraction: float = Field(
+        default=0.2, ge=0.0, le=1.0,
+        description="A scan that would remove more than this share of the stored images (or all of them) removes "
+                    "nothing unless 'index --prune' confirms it: an unmounted drive must not wipe the collection.",
+    )
 
     @field_validator("formats")
     @classmethod
@@ -211,6 +216,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     base = path.resolve().parent
     for section, key in (("data", "image_root"), ("output", "dir")):
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{path}: key '{section}.{key}' is empty; give a folder (relative paths resolve against the config file's folder)")
         if isinstance(value, str):
             raw[section][key] = base / os.path.expanduser(value)
     raw["source"] = path

@@ -8,51 +8,31 @@ from pathlib import Path
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Paths of one collection's files under ``root`` (= ``output.dir``)."""
+    """Paths of one collection's files under ``root`` (= ``output.dir``); build it with ``Layout.of``."""
 
     root: Path
+    db: Path  # the SQLite store: images, features, embeddings, skip records
+    model: Path  # the embedding model file written by train-embeddings
+    ann_manifest: Path  # the ANN index's metadata naming every file of it (the commit point of a build)
+    ann_lock: Path  # held while a build-ann runs
+    cache_dir: Path  # derived data that can always be rebuilt: training cache, thumbnails, profiles
+    thumbs_dir: Path
+    checkpoints_dir: Path
+    checkpoint: Path  # what train-embeddings --resume continues from
+    train_log: Path  # one JSON line per training epoch
 
-    @property
-    def db(self) -> Path:
-        """The SQLite store: images, features, embeddings, skip records."""
-        return self.root / "images.db"
-
-    @property
-    def model(self) -> Path:
-        """The embedding model file written by ``train-embeddings``."""
-        return self.root / "embedding_model.pt"
-
-    @property
-    def ann_manifest(self) -> Path:
-        """The ANN index's metadata, naming every file of the index (the commit point of a build)."""
-        return self.root / "ann.json"
+    @classmethod
+    def of(cls, root: Path) -> "Layout":
+        root = Path(root)
+        cache, checkpoints = root / "cache", root / "checkpoints"
+        return cls(root=root, db=root / "images.db", model=root / "embedding_model.pt", ann_manifest=root / "ann.json",
+                   ann_lock=root / "ann.lock", cache_dir=cache, thumbs_dir=cache / "thumbs", checkpoints_dir=checkpoints,
+                   checkpoint=checkpoints / "checkpoint.pt", train_log=root / "train_log.jsonl")
 
     def ann_file(self, name: str) -> Path:
         """A file of the ANN index, as named in its manifest."""
         return self.root / name
 
-    @property
-    def cache_dir(self) -> Path:
-        """Derived data that can always be rebuilt: the training cache, thumbnails, profiles."""
-        return self.root / "cache"
-
-    @property
-    def thumbs_dir(self) -> Path:
-        return self.cache_dir / "thumbs"
-
     def profile(self, mode: str) -> Path:
+        """Where ``profile --mode MODE`` writes its cProfile data."""
         return self.cache_dir / f"profile_{mode}.prof"
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def checkpoint(self) -> Path:
-        """The training checkpoint ``train-embeddings --resume`` continues from."""
-        return self.checkpoints_dir / "checkpoint.pt"
-
-    @property
-    def train_log(self) -> Path:
-        """One JSON line per training epoch."""
-        return self.root / "train_log.jsonl"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from ann_support import index_and_build, run_cli, sample_collection, write_collection_config
-from imagerec.ann import AnnIndexError, BuildSummary, build_ann, file_hashes, files, load_ann, read_metadata
+from imagerec.ann import AnnIndex, AnnIndexError, BuildSummary, build_ann, file_hashes, files, load_ann, read_metadata
 from imagerec.atomic import fsync_file
 from imagerec.data.features import HistogramSpec
 from imagerec.progress import ProgressEvent
@@ -52,7 +52,8 @@ def _index_file(config):
 
 
 def _ann_names(config):
-    return sorted(p.name for p in config.output.dir.iterdir() if p.name.startswith("ann"))
+    """The ANN files in output.dir, but the build lock (an empty file that stays)."""
+    return sorted(p.name for p in config.output.dir.iterdir() if p.name.startswith("ann") and p.name != "ann.lock")
 
 
 def _exact_top(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -92,6 +93,7 @@ def test_build_metadata_and_labels(sample):
     assert np.array_equal(np.sort(index.labels()), ids)  # labels are image ids
     assert index.labels() is index.labels() and not index.labels().flags.writeable
     assert index.count == 300 and index.dim == 512 and index.ef_search == config.ann.hnsw.ef_search
+    assert isinstance(index, AnnIndex) and index.default_params == {"ef_search": config.ann.hnsw.ef_search}
     report = collection_status(config)
     assert report.ann["state"] == "current" and report.ann["count"] == 300 and report.ann["kind"] == "hnsw"
     assert report.ann["path"] == str(config.output.layout.ann_manifest)
@@ -369,6 +371,25 @@ def test_kill_between_index_file_and_manifest(sample, tmp_path):
     assert _ann_names(config) == sorted(["ann.json", summary.metadata.files[0].name])
 
 
+def test_load_racing_a_build_reads_the_new_index(sample, tmp_path, monkeypatch):
+    """A build replaced ann.json and removed the old file between our manifest read and our file check."""
+    import imagerec.ann.load as load_module
+
+    config = _copy_collection(sample, tmp_path)
+    old = read_metadata(config)
+    build_ann(config)
+    new = read_metadata(config)
+    real, calls = load_module.read_manifest, []
+
+    def first_stale(layout):
+        calls.append(1)
+        return old if len(calls) == 1 else real(layout)
+
+    monkeypatch.setattr(load_module, "read_manifest", first_stale)
+    index = load_ann(config, model_id=None)
+    assert index.meta == new and len(calls) >= 2
+
+
 def test_next_build_removes_stale_temporaries_and_unreferenced_files(sample, tmp_path):
     config = _copy_collection(sample, tmp_path)
     out = config.output.dir
@@ -382,6 +403,19 @@ def test_next_build_removes_stale_temporaries_and_unreferenced_files(sample, tmp
     assert set(leftovers) | {previous} <= set(summary.removed)
     assert _ann_names(config) == sorted(["ann.json", "annotations.csv", summary.metadata.files[0].name])
     assert summary.metadata.files[0].name != previous
+
+
+def test_one_build_at_a_time(sample, tmp_path):
+    import fcntl
+
+    config = _copy_collection(sample, tmp_path)
+    before = read_metadata(config)
+    with open(config.output.dir / "ann.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running build-ann holds it
+        with pytest.raises(AnnIndexError, match="another 'build-ann' is running"):
+            build_ann(config)
+    assert read_metadata(config) == before
+    assert build_ann(config).metadata.count == 300  # released: the next build runs
 
 
 def test_build_on_empty_collection_is_refused(tmp_path, make_image, tiny_model_file):

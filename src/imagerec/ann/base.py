@@ -60,6 +60,11 @@ class AnnIndex(Protocol):
     @property
     def count(self) -> int: ...
 
+    @property
+    def default_params(self) -> dict[str, Any]:
+        """The per-call ``search`` parameters used when a call gives none (e.g. ``{"ef_search": 256}``)."""
+        ...
+
     def labels(self) -> np.ndarray:
         """The image ids in the index (int64, read-only)."""
         ...

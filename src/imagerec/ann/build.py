@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from imagerec.ann.base import AnnBackend, AnnIndexError, AnnSettings
-from imagerec.ann.files import describe_file, fsync_removals, new_build_id, sweep
+from imagerec.ann.files import build_lock, describe_file, fsync_removals, new_build_id, sweep
 from imagerec.ann.manifest import AnnMetadata, referenced_names, write_manifest
 from imagerec.ann.registry import backend
 from imagerec.config import Config
@@ -49,7 +49,7 @@ def build_ann(config: Config, *, progress: ProgressCallback | None = None) -> Bu
 
 
 def build_index(layout: Layout, settings: AnnSettings, *, progress: ProgressCallback | None = None) -> BuildSummary:
-    """Build the index of ``layout`` with ``settings``.
+    """Build the index of ``layout`` with ``settings`` (one build per collection at a time).
 
     Embeddings are read ``settings.build_chunk`` rows at a time inside one read snapshot (a concurrent
     ``index`` cannot make the metadata lie); one ``build-ann`` progress event per chunk.
@@ -57,33 +57,37 @@ def build_index(layout: Layout, settings: AnnSettings, *, progress: ProgressCall
     started = time.perf_counter()
     built_at = time.time()  # before the snapshot: conservative for staleness checks
     builder = backend(settings.kind)(settings)
-    previous = referenced_names(layout)
-    removed = sweep(layout, keep=previous)  # temporaries and files of a killed build
     stage = {"read": 0.0, "add": 0.0, "write": 0.0}
-    with Store(layout.db, readonly=True) as store, store.read_snapshot():
-        model_id = store.model_id
-        total = store.count_embeddings_by_model().get(model_id, 0) if model_id else 0
-        if not model_id or total == 0:
-            raise _nothing_to_index(layout)
-        data_version = store.data_version
-        chunks = store.iter_embeddings(model_id, chunk_size=settings.build_chunk)
-        dim, count, max_id = _feed(builder, chunks, model_id=model_id, total=total, progress=progress, stage=stage)
+    with Store(layout.db, readonly=True) as store, build_lock(layout):
+        previous = referenced_names(layout)
+        removed = sweep(layout, keep=previous)  # temporaries and files of a killed build
+        with store.read_snapshot():
+            fields = _add_embeddings(store, builder, layout, settings, progress, stage)
+        fields.update(built_at=built_at, build_seconds=round(time.perf_counter() - started, 3),
+                      built_at_iso=datetime.fromtimestamp(built_at, timezone.utc).isoformat(timespec="seconds"))
+        t0 = time.perf_counter()
+        meta = _write(layout, builder, fields, previous)
+        removed += sweep(layout, keep={f.name for f in meta.files}, legacy=True)  # the previous index, old versions
+        fsync_removals(layout)
+        stage["write"] = time.perf_counter() - t0
+    return BuildSummary(layout.ann_manifest, meta, time.perf_counter() - started, stage, removed)
+
+
+def _add_embeddings(store: Store, builder: AnnBackend, layout: Layout, settings: AnnSettings,
+                    progress: ProgressCallback | None, stage: dict[str, float]) -> dict[str, Any]:
+    """Feed the current model's embeddings to ``builder``; the manifest fields that describe the source."""
+    model_id = store.model_id
+    total = store.count_embeddings_by_model().get(model_id, 0) if model_id else 0
+    if not model_id or total == 0:
+        raise _nothing_to_index(layout)
+    data_version = store.data_version
+    chunks = store.iter_embeddings(model_id, chunk_size=settings.build_chunk)
+    dim, count, max_id = _feed(builder, chunks, model_id=model_id, total=total, progress=progress, stage=stage)
     if count == 0:
         raise _nothing_to_index(layout)
-    elapsed = time.perf_counter() - started
-    fields = dict(
-        kind=builder.kind, model_id=model_id, dim=dim, count=count, max_image_id=max_id, data_version=data_version,
-        params=builder.build_params(), built_at=built_at,
-        built_at_iso=datetime.fromtimestamp(built_at, timezone.utc).isoformat(timespec="seconds"),
-        build_seconds=round(elapsed, 3), library=builder.library, library_version=builder.library_version(),
-        metric=builder.metric,
-    )
-    t0 = time.perf_counter()
-    meta = _write(layout, builder, fields, previous)
-    removed += sweep(layout, keep={f.name for f in meta.files}, legacy=True)  # the previous index, old versions
-    fsync_removals(layout)
-    stage["write"] = time.perf_counter() - t0
-    return BuildSummary(layout.ann_manifest, meta, time.perf_counter() - started, stage, removed)
+    return dict(kind=builder.kind, model_id=model_id, dim=dim, count=count, max_image_id=max_id,
+                data_version=data_version, params=builder.build_params(), library=builder.library,
+                library_version=builder.library_version(), metric=builder.metric)
 
 
 def _feed(builder: AnnBackend, chunks, *, model_id: str, total: int, progress: ProgressCallback | None,

@@ -13,10 +13,12 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagerec.ann.base import AnnIndexError
 from imagerec.atomic import commit, fsync_dir, temp_path
 from imagerec.layout import Layout
 
@@ -135,6 +137,34 @@ def sweep(layout: Layout, keep: Iterable[str], *, legacy: bool = False) -> list[
         except OSError:
             pass
     return removed
+
+
+@contextmanager
+def build_lock(layout: Layout) -> Iterator[None]:
+    """One build per collection: an advisory ``flock`` on ``layout.ann_lock`` (no-op where ``fcntl`` is missing).
+
+    Without it a second build's clean-up could remove the first one's finished but not yet committed files.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        fh = open(layout.ann_lock, "a")
+    except OSError as exc:
+        raise AnnIndexError(f"{layout.root}: cannot write the ANN index ({exc.strerror or exc}); "
+                            "the previous index is unchanged") from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AnnIndexError(f"{layout.root}: another 'build-ann' is running on this collection; "
+                                "wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def legacy_present(layout: Layout) -> bool:

@@ -52,6 +52,10 @@ class HnswIndex:
         return self._ef_search
 
     @property
+    def default_params(self) -> dict[str, Any]:
+        return {"ef_search": self._ef_search}
+
+    @property
     def dim(self) -> int:
         return self.meta.dim
 

@@ -35,14 +35,14 @@ def read_metadata(config: Config) -> AnnMetadata:
 
 def open_index(layout: Layout, settings: AnnSettings, *, model_id: str | None, dim: int | None = None) -> AnnIndex:
     """The index of ``layout``: manifest validated, every file verified, then read by its backend."""
-    kind = backend(settings.kind)
+    cls = backend(settings.kind)
     for attempt in (1, 2):
         meta = read_manifest(layout)
-        check_metadata(meta, model_id=model_id, dim=dim, kind=kind.kind, library=kind.library, metric=kind.metric,
+        check_metadata(meta, model_id=model_id, dim=dim, kind=cls.kind, library=cls.library, metric=cls.metric,
                        where=layout.ann_manifest)
         problem = _first_problem(layout, meta, settings.verify)
         if problem is None:
-            return kind(settings).load([layout.ann_file(f.name) for f in meta.files], meta)
+            return cls(settings).load([layout.ann_file(f.name) for f in meta.files], meta)
         name, detail = problem
         if attempt == 1 and detail == "is missing" and _manifest_changed(layout, meta):
             continue  # a build replaced the index between our reads: load the new one

@@ -51,7 +51,7 @@ class AnnMetadata:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``files`` as a list of dicts)."""
-        out = asdict(self)
+        out = {"format": self.format, "format_version": self.format_version, **asdict(self)}
         out["files"] = [asdict(f) for f in self.files]
         return out
 

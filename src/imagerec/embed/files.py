@@ -131,17 +131,3 @@ def load_model(path: Path) -> EmbeddingModel:
         raise ModelFileError(f"{path}: model id check failed (file altered or damaged); {_HINT}")
     backbone.eval()
     return EmbeddingModel(spec, model_id, backbone, dict(payload.get("info", {})))
-
-
-def __getattr__(name: str) -> Any:
-    # Transition only: indexing/run.py, search/recommender.py and bench/ still import these from here.
-    # Remove once they use imagerec.embed.load_embedder and imagerec.embed.device.set_torch_threads.
-    if name == "select_device":
-        from imagerec.embed.device import select_device
-
-        return select_device
-    if name == "Embedder":
-        from imagerec.embed.torch_embedder import legacy_embedder
-
-        return legacy_embedder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from imagerec.embed.base import Embedder, Preprocess
-from imagerec.embed.device import select_device, set_torch_threads
+from imagerec.embed.device import select_device
 from imagerec.embed.files import EmbeddingModel, load_model
 
 
@@ -47,11 +47,6 @@ class TorchEmbedder:
         return self._model.spec.image_size
 
     @property
-    def image_size(self) -> int:
-        """Alias of ``input_size`` (indexing/run.py and search/recommender.py still read it)."""
-        return self.input_size
-
-    @property
     def preprocess(self) -> Preprocess:
         return self._preprocess
 
@@ -61,10 +56,12 @@ class TorchEmbedder:
 
     @property
     def device(self) -> torch.device:
+        """Where the network runs."""
         return self._device
 
     @property
     def model(self) -> EmbeddingModel:
+        """The loaded model file (spec, id, backbone, info)."""
         return self._model
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
@@ -89,10 +86,3 @@ def load_embedder(path: Path, *, device: torch.device | str = "auto") -> Embedde
     """
     chosen = device if isinstance(device, torch.device) else select_device(device)
     return TorchEmbedder(load_model(Path(path)), chosen)
-
-
-def legacy_embedder(model: EmbeddingModel, device: torch.device, threads: int | None = None) -> TorchEmbedder:
-    """The old ``embed.files.Embedder(model, device, threads)`` call, for code not yet moved to
-    ``load_embedder``: sets the threads as that constructor did, at the caller's stage edge."""
-    set_torch_threads(threads, device)
-    return TorchEmbedder(model, device)

@@ -32,7 +32,8 @@ from imagerec.indexing.writer import BatchSink, IndexWriter
 from imagerec.progress import ProgressCallback
 from imagerec.store import Store
 
-__all__ = ["IndexSettings", "IndexSummary", "index_collection", "index_settings", "load_index_embedder", "run_index"]
+__all__ = ["IndexSettings", "IndexSummary", "index_collection", "index_settings", "load_index_embedder", "local_executor",
+           "make_sink", "run_index"]
 
 JOB_SIZE = 32  # images per worker job (fewer, larger jobs: less IPC per image)
 
@@ -45,9 +46,26 @@ class IndexSettings:
     decode: DecodeSettings
     batch_size: int  # images per model batch and per transaction
     workers: int
+    removal: "RemovalGuard"
 
 
-def index_settings(config: Config, embedder: Embedder | None) -> IndexSettings:
+@dataclass(frozen=True, slots=True)
+class RemovalGuard:
+    """When a complete scan may delete the rows of files it did not find.
+
+    An unmounted drive, a network share that is down or a typo in the image root looks like "every
+    file was deleted": removing more than ``max_fraction`` of the stored images (or all of them) waits
+    for ``prune``.
+    """
+
+    max_fraction: float
+    prune: bool
+
+    def allows(self, gone: int, stored: int) -> bool:
+        return self.prune or gone == 0 or (gone < stored and gone <= self.max_fraction * stored)
+
+
+def index_settings(config: Config, embedder: Embedder | None, prune: bool = False) -> IndexSettings:
     """The settings of an index run of ``config`` with ``embedder`` (None: histograms and hashes only)."""
     preprocess = embedder.preprocess if embedder is not None else None
     min_side = decode_min_side(preprocess.min_side if preprocess is not None else None)
@@ -59,7 +77,8 @@ def index_settings(config: Config, embedder: Embedder | None) -> IndexSettings:
         preprocess=preprocess,
     )
     return IndexSettings(ScanSettings(Path(config.data.image_root), config.index.follow_symlinks), decode,
-                         config.index.batch_size, config.index.workers or os.cpu_count() or 1)
+                         config.index.batch_size, config.index.workers or os.cpu_count() or 1,
+                         RemovalGuard(config.index.max_removal_fraction, prune))
 
 
 def load_index_embedder(config: Config) -> Embedder | None:
@@ -85,6 +104,7 @@ def index_collection(
     progress: ProgressCallback | None = None,
     embedder: Embedder | None = None,
     executor: Executor | None = None,
+    prune: bool = False,
 ) -> IndexSummary:
     """Index ``config.data.image_root`` into ``config.output.layout.db``; returns what was done.
 
@@ -92,13 +112,15 @@ def index_collection(
     ``embedder`` overrides the model loaded from ``config.output.layout.model`` (tests, benchmarks);
     ``executor`` overrides the local process pool of ``index.workers`` processes.
     Ctrl-C stops after committing finished work; the summary then has ``interrupted=True``.
+    Rows of files that are gone are removed unless that would be more than ``index.max_removal_fraction``
+    of the collection (or all of it): then they are kept (``removal_held``) unless ``prune`` is True.
     """
     root = Path(config.data.image_root)
     if not root.is_dir():
         raise ImagerecError(f"data.image_root: {root} is not a folder; fix it in {config.source or 'the config'}")
     if embedder is None:
         embedder = load_index_embedder(config)
-    settings = index_settings(config, embedder)
+    settings = index_settings(config, embedder, prune)
     if executor is None:
         executor = local_executor(settings, embedder)
     return run_index(settings, config.output.layout.db, embedder, executor, progress)
@@ -122,13 +144,18 @@ def run_index(
     with Store(db) as store:
         if embedder is not None:
             store.set_model_id(embedder.model_id)
+        stored_before = store.count_images()
         store.begin_scan()
         jobs = batched(_plan(store, settings, summary, tracker), JOB_SIZE)
         results = executor.map(jobs, decode_job, settings.decode, on_crash=crashed)
         sink = make_sink(store, settings, embedder, summary, tracker)
         summary.interrupted = not _drain(results, sink)
         if not summary.interrupted:  # only a complete scan knows which files are gone
-            summary.removed = store.remove_unseen()
+            gone = store.count_unseen()
+            if settings.removal.allows(gone, stored_before):
+                summary.removed = store.remove_unseen()
+            else:
+                summary.removal_held = gone
     summary.elapsed_s = time.perf_counter() - started
     return summary
 

@@ -1,4 +1,4 @@
-"""What one ``index`` run did (``IndexSummary``), and the one place its progress events come from."""
+"""One ``index`` run's account (``IndexSummary``, ``format_summary``) and the one source of its progress events."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class IndexSummary:
     embedded: int = 0
     unchanged: int = 0
     removed: int = 0
+    removal_held: int = 0  # images whose files are gone but were kept: too many at once (see RemovalGuard)
     skipped: Counter = field(default_factory=Counter)  # newly recorded, by reason
     skipped_known: int = 0  # recorded earlier and unchanged since
     vanished: int = 0
@@ -47,6 +48,30 @@ class IndexSummary:
         out.update(skipped=dict(self.skipped), stage_s=dict(self.stage_s), scan=asdict(self.scan),
                    processed=self.processed, images_per_second=self.images_per_second)
         return out
+
+
+def format_summary(s: IndexSummary) -> str:
+    """The lines ``imagerec index`` prints: counts, skip reasons, rate, what the scan passed over."""
+    skipped = sum(s.skipped.values())
+    reasons = ", ".join(f"{n} {r}" for r, n in s.skipped.most_common())
+    lines = [
+        f"indexed {s.indexed} new, {s.updated} updated, {s.embedded} embeddings added, "
+        f"{s.unchanged} unchanged, {s.removed} removed",
+        f"skipped {skipped} this run" + (f" ({reasons})" if reasons else "")
+        + (f"; {s.skipped_known} skipped before and unchanged" if s.skipped_known else ""),
+        f"{s.processed} images in {s.elapsed_s:.1f} s ({s.images_per_second:.1f} images/s)",
+    ]
+    passed = {"non-image files": s.scan.non_image_files, "hidden entries": s.scan.hidden,
+              "symlinks": s.scan.symlinks, "special files": s.scan.special_files}
+    passed_text = ", ".join(f"{n} {what}" for what, n in passed.items() if n)
+    if passed_text:
+        lines.append(f"passed over: {passed_text}")
+    for folder in s.scan.unreadable_dirs:
+        lines.append(f"warning: cannot read folder {folder}")
+    if s.removal_held:
+        lines.append(f"warning: kept {s.removal_held} images whose files were not found (an unmounted drive or a wrong "
+                     "image root would look the same); if they are really gone, run 'index --prune' to remove them")
+    return "\n".join(lines)
 
 
 class IndexProgress:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from imagerec.closing import Closing
 from imagerec.config import Config
 from imagerec.data.features import HistogramSpec
 from imagerec.search.candidates import CandidateSettings, CandidateSource
@@ -100,7 +101,7 @@ class QueryResponse:
                 "notices": list(self.notices), "timings": dict(self.timings)}
 
 
-class Recommender:
+class Recommender(Closing):
     """An open collection ready to answer queries from any number of threads. Use as a context manager.
 
     ``embedder`` and ``ann`` override the model file and the ANN index (tests, benchmarks).
@@ -123,6 +124,7 @@ class Recommender:
             self._readers.close()
             raise
         self.ann = ann
+        _one_query_per_thread()
         self._candidates = CandidateSource(ann, self.model_id, self.settings.candidates)
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
@@ -133,12 +135,6 @@ class Recommender:
         if not model_id or store.count_embeddings_by_model().get(model_id, 0) == 0:
             raise QueryError(f"the collection at {self.settings.db} has no embeddings yet; run 'index' with a model file, then 'build-ann'")
         return model_id
-
-    def __enter__(self) -> "Recommender":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
     def close(self) -> None:
         self._readers.close()
@@ -158,8 +154,7 @@ class Recommender:
 
                 if not self.settings.model_path.exists():
                     raise QueryError(f"no embedding model at {self.settings.model_path}; a query image from outside the collection needs it")
-                # one image at a time: a single torch thread is fastest and does not fight FAISS's OpenMP pool
-                set_torch_threads(self.settings.embed_threads)
+                set_torch_threads(self.settings.embed_threads)  # see _one_query_per_thread
                 self._embedder = load_embedder(self.settings.model_path, device=self.settings.device)
         if self._embedder.model_id != self.model_id:
             raise QueryError(
@@ -258,6 +253,18 @@ class Recommender:
             scores={"embedding": float(scores.embedding[i]), "color": float(scores.color[i]), "dhash": float(scores.dhash[i])},
             hamming=int(scores.hamming[i]), near_duplicate=bool(scores.hamming[i] <= self.settings.near_duplicate_max_bits),
         )
+
+
+def _one_query_per_thread() -> None:
+    """Thread pools for a process that answers queries: FAISS now, torch when the embedder loads.
+
+    Each query embeds one image and searches a few vectors: intra-op pools only add start-up cost, and
+    with many request threads they would oversubscribe the cores. Process-wide by nature (OpenMP,
+    torch), so it is set once when a collection opens for search, never per request.
+    """
+    import faiss
+
+    faiss.omp_set_num_threads(1)
 
 
 def run_query(config: Config, *, images: Sequence[str | os.PathLike] = (), ids: Sequence[int] = (),

@@ -9,15 +9,14 @@ the file system returned, so non-UTF-8 names survive); vectors are little-endian
 64-bit dHash is stored as a signed INTEGER (see ``features.hash_to_int64``). Image ids come from
 ``AUTOINCREMENT``: a path keeps its id while it exists, and ids of removed images are never reused.
 
-A ``Store`` is one connection: use it from one thread at a time. ``StoreReaders`` hands every thread
-its own read-only connection, so any number of threads can each read their own snapshot.
+A ``Store`` is one connection: use it from one thread at a time (``readers.StoreReaders`` gives every
+thread its own read-only one).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imagerec.closing import Closing
 from imagerec.errors import StoreError
 from imagerec.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from imagerec.store.records import FeatureRows, ImageRecord, SkipRecord, StoredImage, StoredState, WriteResult
@@ -34,7 +34,7 @@ from imagerec.vectors import from_blob, to_blob
 MODEL_ID_KEY = "model_id"
 
 
-class Store:
+class Store(Closing):
     """Connection to ``images.db``. Use as a context manager or call ``close()``."""
 
     def __init__(self, path: Path, *, readonly: bool = False, busy_timeout_s: float = 10.0):
@@ -62,12 +62,6 @@ class Store:
             if isinstance(exc, sqlite3.DatabaseError):
                 raise StoreError(_explain(self.path, exc)) from None
             raise
-
-    def __enter__(self) -> "Store":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
     def close(self) -> None:
         self._db.close()
@@ -170,6 +164,10 @@ class Store:
     def mark_seen(self, paths: Iterable[bytes]) -> None:
         self._db.executemany("INSERT OR IGNORE INTO temp.seen(path) VALUES (?)", ((p,) for p in paths))
 
+    def count_unseen(self) -> int:
+        """Images whose paths the current scan has not marked seen (what ``remove_unseen`` would delete)."""
+        return self._db.execute("SELECT COUNT(*) FROM images WHERE path NOT IN (SELECT path FROM temp.seen)").fetchone()[0]
+
     def remove_unseen(self) -> int:
         """After a complete scan: delete images and skip records whose files are gone. Returns images removed."""
         with self.transaction() as db:
@@ -269,18 +267,17 @@ class Store:
 
     def iter_embeddings(self, model_id: str, chunk_size: int = 10_000, after_id: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (ids int64, vectors float32 (n, d)) chunks in id order, ``chunk_size`` rows at a time."""
-        last = after_id
-        while True:
-            rows = self._db.execute(
-                "SELECT image_id, vector FROM embeddings WHERE model_id = ? AND image_id > ? ORDER BY image_id LIMIT ?",
-                (model_id, last, chunk_size),
-            ).fetchall()
-            if not rows:
-                return
+        sql = "SELECT image_id, vector FROM embeddings WHERE model_id = ? AND image_id > ? ORDER BY image_id LIMIT ?"
+        for rows in self._pages(sql, model_id, chunk_size, after_id):
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
-            last = int(ids[-1])
-            yield ids, vectors
+            yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+
+    def _pages(self, sql: str, model_id: str, chunk_size: int, after_id: int) -> Iterator[list[tuple]]:
+        """Keyset pagination: ``sql`` takes (model_id, last id, limit) and returns rows whose first column is the id."""
+        last = after_id
+        while rows := self._db.execute(sql, (model_id, last, chunk_size)).fetchall():
+            last = rows[-1][0]
+            yield rows
 
     def integrity_check(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
@@ -329,7 +326,7 @@ class Store:
         table = np.array(rows, dtype=np.int64).reshape(-1, 2)
         return table[:, 0].copy(), table[:, 1].copy()
 
-    def get_features(self, ids: Sequence[int], model_id: str) -> "FeatureRows":
+    def get_features(self, ids: Sequence[int], model_id: str) -> FeatureRows:
         """Features of those ``ids`` that exist and have a ``model_id`` embedding, as arrays in id order."""
         unique = sorted({int(i) for i in ids})
         parts = []
@@ -343,50 +340,12 @@ class Store:
             ).fetchall())
         return FeatureRows.from_rows([row for part in parts for row in part])
 
-    def iter_features(self, model_id: str, chunk_size: int = 10_000, after_id: int = 0) -> Iterator["FeatureRows"]:
+    def iter_features(self, model_id: str, chunk_size: int = 10_000, after_id: int = 0) -> Iterator[FeatureRows]:
         """All images with a ``model_id`` embedding, ``chunk_size`` rows at a time, in id order."""
-        last = after_id
-        while True:
-            rows = self._db.execute(
-                "SELECT i.id, i.path, i.histogram, i.dhash, e.vector FROM images i JOIN embeddings e ON e.image_id = i.id "
-                "WHERE e.model_id = ? AND i.id > ? ORDER BY i.id LIMIT ?",
-                (model_id, last, chunk_size),
-            ).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
+        sql = ("SELECT i.id, i.path, i.histogram, i.dhash, e.vector FROM images i JOIN embeddings e ON e.image_id = i.id "
+               "WHERE e.model_id = ? AND i.id > ? ORDER BY i.id LIMIT ?")
+        for rows in self._pages(sql, model_id, chunk_size, after_id):
             yield FeatureRows.from_rows(rows)
-
-
-class StoreReaders:
-    """Read-only connections to one database, one per thread, opened on first use; ``close()`` closes all."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._all: list[Store] = []
-        self._closed = False
-        self.get()  # fail now, in the caller's thread, if the database cannot be opened
-
-    def get(self) -> Store:
-        """This thread's connection."""
-        store = getattr(self._local, "store", None)
-        if store is None:
-            with self._lock:
-                if self._closed:
-                    raise StoreError(f"{self.path}: the collection was closed")
-                store = Store(self.path, readonly=True)
-                self._all.append(store)
-            self._local.store = store
-        return store
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            stores, self._all = self._all, []
-        for store in stores:
-            store.close()
 
 
 def _put_embedding(db: sqlite3.Connection, image_id: int, vector: np.ndarray, model_id: str) -> None:

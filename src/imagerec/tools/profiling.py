@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 from imagerec.config import Config
@@ -35,6 +36,9 @@ class ProfileReport:
     path: Path
     stage_s: dict[str, float]
     text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "stage_s": dict(self.stage_s), "text": self.text}
 
 
 def profile_query(config: Config, *, images: Sequence[str] = (), ids: Sequence[int] = (), repeat: int = 20,

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,10 @@ class VizSummary:
     groups: int
     tsne_s: float
     elapsed_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": str(self.output), "points": self.points, "groups": self.groups,
+                "tsne_s": self.tsne_s, "elapsed_s": self.elapsed_s}
 
 
 def embed_2d(vectors: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:

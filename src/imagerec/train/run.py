@@ -110,6 +110,7 @@ class Trainer:
 
     @property
     def resumable(self) -> Resumable:
+        """What the checkpoint saves and restores."""
         return Resumable(self.model.backbone, self.model.head, self.optimizer, self.scheduler, self.augment_gen)
 
     def resume(self) -> None:

@@ -1,5 +1,5 @@
-"""train-embeddings: the training cache, a tiny end-to-end run, exact resume, Ctrl-C, atomic checkpoints,
-progress events, the summary's JSON form, and the optimiser/schedule/split helpers."""
+"""train-embeddings end to end: the training cache, a tiny run, exact resume, Ctrl-C, atomic checkpoints,
+progress events and the summary's JSON form."""
 
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ from imagerec.embed.files import load_model
 from imagerec.data.scan import scan_images
 from imagerec.progress import ProgressEvent
 from imagerec.train.cache import open_or_build_cache
-from imagerec.train.data import folder_labels, select_files, split_rows
-from imagerec.train.optim import WarmupCosine, make_optimizer, peak_lr, weight_decay
+from imagerec.train.data import select_files
 from imagerec.train.run import Trainer, train_embeddings
 
 TINY = {"image_size": 32, "epochs": 2, "batch_size": 8, "val_fraction": 0.25, "workers": 1,
@@ -119,8 +118,20 @@ def test_cli_trains_a_model_the_indexer_uses(config, image_root):
 
 def test_resume_after_epoch_equals_uninterrupted_run(config, tmp_path):
     straight = config.with_overrides({"output.dir": tmp_path / "straight"})
-    full = train_embeddings(straight)
+    events: list[ProgressEvent] = []
+    full = train_embeddings(straight, progress=events.append)
     assert full.epochs_done == 2 and not full.interrupted
+    decode = [e for e in events if e.stage == "decode"]
+    assert decode and decode[-1].done == decode[-1].total == 25 and events[: len(decode)] == decode
+    # 18 training images, batch 8: 2 steps (16 images) per epoch; an event at the start and after each step
+    assert [(e.stage, e.done, e.total) for e in events[len(decode):]] == [
+        ("epoch 1/2", 0, 16), ("epoch 1/2", 8, 16), ("epoch 1/2", 16, 16),
+        ("epoch 2/2", 0, 16), ("epoch 2/2", 8, 16), ("epoch 2/2", 16, 16)]
+    assert events[-1].counters == {"step": 4}
+    as_json = json.loads(json.dumps(full.to_dict(), allow_nan=False))
+    assert as_json["model_path"] == str(straight.output.layout.model) and as_json["epochs_done"] == 2
+    assert as_json["skipped"] == [["dogs/broken.jpg", full.skipped[0][1]]]
+    assert [h["epoch"] for h in as_json["history"]] == [1, 2] and as_json["history"][1] == _log_lines(straight)[1]
 
     split = config.with_overrides({"output.dir": tmp_path / "split"})
     first = train_embeddings(split, on_epoch=lambda entry: entry.epoch == 1)
@@ -157,8 +168,10 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(config, tmp_path, monk
     assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (1, 1, 3)
     assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
-    resumed = train_embeddings(interrupted, resume=True)
+    events: list[ProgressEvent] = []
+    resumed = train_embeddings(interrupted, resume=True, progress=events.append)
     assert resumed.epochs_done == 2
+    assert [(e.stage, e.done, e.total) for e in events] == [("epoch 2/2", 8, 16), ("epoch 2/2", 16, 16)]  # cache reused
     _assert_same_weights(straight, interrupted)
 
 

@@ -77,3 +77,28 @@ def test_projection_head_shapes():
     assert head(torch.randn(4, 512)).shape == (4, 128)
     with pytest.raises(ValueError):
         ProjectionHead(512, 0, 128)
+
+
+def test_build_simclr_takes_the_backbone_from_the_registry_and_makes_two_views():
+    from imagerec.embed.base import ModelSpec, architecture
+    from imagerec.train.augment import AugmentSettings
+    from imagerec.train.simclr import build_simclr
+
+    spec = ModelSpec(image_size=16)
+    torch.manual_seed(0)
+    model = build_simclr(spec, AugmentSettings(), temperature=0.5, device=torch.device("cpu"), channels_last=True)
+    torch.manual_seed(0)
+    fresh = architecture("resnet18").build(spec)
+    for name, tensor in fresh.state_dict().items():  # seeded: the same initial weights as a registry build
+        assert torch.equal(model.backbone.state_dict()[name], tensor), name
+    assert model.head.net[0].in_features == architecture("resnet18").embedding_dim
+    images = torch.randint(0, 256, (3, 16, 16, 3), dtype=torch.uint8)
+    x = model.to_unit(images)
+    assert x.shape == (3, 3, 16, 16) and 0 <= float(x.min()) and float(x.max()) <= 1
+    views = model.two_views(x, torch.Generator().manual_seed(1))
+    assert views.shape == (6, 3, 16, 16) and views.is_contiguous(memory_format=torch.channels_last)
+    model.train(False)
+    assert not model.backbone.training and not model.head.training
+    with torch.no_grad(), model.autocast():
+        loss = model.pair_loss(model.head(model.backbone(views)))
+    assert loss.ndim == 0 and torch.isfinite(loss)

@@ -280,7 +280,6 @@ def test_embedding_shape_dtype_and_unit_norm(embedder):
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert np.isfinite(out).all()
     assert embedder.input_size == SIZE and embedder.model_id == embedder.model.model_id
-    assert embedder.image_size == SIZE  # alias still read by indexing/run.py and search/recommender.py
 
 
 def test_embedding_is_deterministic_and_batch_independent(embedder):

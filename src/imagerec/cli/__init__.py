@@ -1,0 +1,14 @@
+"""Command line: ``imagerec --config FILE COMMAND [options]``. Parses, calls the library, prints.
+
+Library errors become one-line messages and exit codes here (``app.handle_errors``), and only here.
+"""
+
+from imagerec.cli import collection_commands, search_commands  # noqa: F401 - registers the commands
+from imagerec.cli.app import cli
+
+
+def main() -> None:
+    cli(obj={}, prog_name="imagerec")
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,127 @@
+"""Commands that build the collection: index, status, train-embeddings, build-ann."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from imagerec.cli.app import cli, command_config, handle_errors
+from imagerec.cli.progress import bar_safe_echo, progress_bar
+
+
+@cli.command()
+@click.option("--image-root", type=click.Path(file_okay=False, path_type=Path), help="Folder to scan (overrides data.image_root).")
+@click.option("--workers", type=click.IntRange(min=1), help="Decode processes (overrides index.workers; default CPU count).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), help="Images per model batch and per transaction (index.batch_size).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where the model runs (runtime.device).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads (runtime.threads).")
+@click.option("--prune", is_flag=True, help="Remove the rows of missing files even when that is most of the collection "
+                                          "(index.max_removal_fraction would otherwise keep them).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+@handle_errors
+def index(ctx, image_root, workers, batch_size, device, threads, prune, quiet) -> None:
+    """Scan data.image_root and store histograms, hashes and embeddings in images.db.
+
+    Re-running only does what changed: new and modified files are (re)computed, deleted files are
+    removed, a new model recomputes only embeddings. Broken files are skipped and recorded with a reason.
+    """
+    from imagerec.indexing.run import index_collection
+    from imagerec.indexing.summary import format_summary
+
+    config = command_config(ctx).with_overrides({
+        "data.image_root": image_root.resolve() if image_root else None,
+        "index.workers": workers, "index.batch_size": batch_size,
+        "runtime.device": device, "runtime.threads": threads,
+    })
+    with progress_bar("img", enabled=not quiet) as bar:
+        summary = index_collection(config, progress=bar, prune=prune)
+    click.echo(format_summary(summary))
+    if summary.model_missing:
+        click.echo(f"note: no embedding model at {config.output.layout.model}; histograms and hashes are stored. "
+                   "Run 'train-embeddings', then 'index' again to add embeddings (nothing else is recomputed).")
+    if summary.interrupted:
+        click.secho("interrupted: finished work is committed; run 'index' again to continue.", err=True, fg="yellow")
+        sys.exit(130)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+@handle_errors
+def status(ctx, as_json: bool) -> None:
+    """What the collection holds: images, skipped files by reason, embeddings, model, ANN index."""
+    from imagerec.tools.status import collection_status
+
+    report = collection_status(command_config(ctx))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    reasons = ", ".join(f"{n} {r}" for r, n in report.skipped_by_reason.items()) or "none"
+    ann = "absent" if report.ann is None else f"{report.ann.get('state')}, {report.ann.get('count')} images"
+    click.echo(f"database      {report.db_path} ({report.db_size_bytes / 1e6:.1f} MB, schema v{report.schema_version})")
+    click.echo(f"images        {report.images}")
+    click.echo(f"skipped       {report.skipped} ({reasons})")
+    click.echo(f"embeddings    {report.with_embedding} with model {report.model_id or '(none yet)'}")
+    click.echo(f"ANN index     {ann}")
+
+
+@cli.command("train-embeddings")
+@click.option("--epochs", type=click.IntRange(min=1), help="Total epochs (train.epochs); with --resume, training runs up to this many.")
+@click.option("--batch-size", type=click.IntRange(min=2), help="Images per step (train.batch_size).")
+@click.option("--image-size", type=click.IntRange(16, 512), help="Input size in pixels (train.image_size).")
+@click.option("--max-images", type=click.IntRange(min=2), help="Train on at most this many images (train.max_images).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train (runtime.device).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads on CPU (runtime.threads).")
+@click.option("--resume", is_flag=True, help="Continue from output.dir/checkpoints/checkpoint.pt.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+@handle_errors
+def train_embeddings_command(ctx, epochs, batch_size, image_size, max_images, device, threads, resume, quiet) -> None:
+    """Train the embedding model (SimCLR, ResNet-18) on images under data.image_root.
+
+    Writes the best backbone to output.dir/embedding_model.pt, a checkpoint every epoch to
+    output.dir/checkpoints/, and one line per epoch to output.dir/train_log.jsonl. Ctrl-C saves a
+    checkpoint and stops; run again with --resume to continue. Run 'index' afterwards to embed.
+    """
+    from imagerec.train.run import train_embeddings
+
+    config = command_config(ctx).with_overrides({
+        "train.epochs": epochs, "train.batch_size": batch_size, "train.image_size": image_size,
+        "train.max_images": max_images, "runtime.device": device, "runtime.threads": threads,
+    })
+    with progress_bar("img", enabled=not quiet) as bars:
+        log = bar_safe_echo if bars is not None else click.echo  # log lines go above a bar, not through it
+        summary = train_embeddings(config, resume=resume, progress=bars, log=log)
+    best = "n/a" if summary.best_value is None else f"{summary.best_value:.4f}"
+    click.echo(f"trained {summary.epochs_done}/{summary.epochs} epochs on {summary.train_images} images "
+               f"({summary.val_images} for validation) in {summary.wall_s:.1f} s; "
+               f"best {summary.best_metric} {best} at epoch {summary.best_epoch}")
+    if summary.model_id:
+        click.echo(f"model {summary.model_id} written to {summary.model_path}; run 'index' to embed with it")
+    if summary.interrupted:
+        click.secho("interrupted: checkpoint saved; run 'train-embeddings --resume' to continue.", err=True, fg="yellow")
+        sys.exit(130)
+
+
+@cli.command("build-ann")
+@click.option("--threads", type=click.IntRange(min=1), help="Build threads (ann.threads; default CPU count).")
+@click.pass_context
+@handle_errors
+def build_ann_command(ctx, threads) -> None:
+    """Build the ANN index (ann.kind, default HNSW) over all stored embeddings (output.dir/ann.json + its files).
+
+    The previous index stays usable until the new one is completely written.
+    """
+    from imagerec.ann import build_ann
+
+    config = command_config(ctx).with_overrides({"ann.threads": threads})
+    with progress_bar("vec") as bar:
+        summary = build_ann(config, progress=bar)
+    m = summary.metadata
+    params = " ".join(f"{k}={v}" for k, v in m.params.items() if k != "threads")
+    click.echo(f"built {summary.path}: {m.count} images, dim {m.dim}, model {m.model_id}, {m.kind} {params}, "
+               f"{m.size_bytes / 1e6:.1f} MB in {summary.elapsed_s:.1f} s")

@@ -1,0 +1,77 @@
+"""Training helpers without a training run: the CLI's per-stage bars, the LR schedule, optimiser groups,
+the seeded train/val split and folder labels."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from imagerec.progress import ProgressEvent
+from imagerec.train.data import folder_labels, split_rows
+from imagerec.train.optim import WarmupCosine, make_optimizer, peak_lr, weight_decay
+
+
+def test_cli_training_bars_one_per_stage(monkeypatch):
+    """train-embeddings draws its bars with the CLI's per-stage event bar: a new stage, a new bar."""
+    import tqdm
+
+    opened: list[dict] = []
+    real = tqdm.tqdm
+
+    def recording(*args, **kwargs):
+        opened.append(kwargs)
+        return real(*args, **{**kwargs, "file": io.StringIO()})
+
+    monkeypatch.setattr(tqdm, "tqdm", recording)
+    from imagerec.cli import _event_bar
+
+    bars = _event_bar("img")
+    seen = []
+    for event in [ProgressEvent("decode", 16, 25), ProgressEvent("decode", 25, 25), ProgressEvent("epoch 2/2", 8, 16),
+                  ProgressEvent("epoch 2/2", 16, 16, {"step": 4})]:
+        bars(event)
+        seen.append((bars.bar, bars.bar.n))
+    assert [(k["desc"], k["total"]) for k in opened] == [("decode", 25), ("epoch 2/2", 16)]
+    assert [n for _, n in seen] == [16, 25, 8, 16]
+    assert seen[0][0] is seen[1][0] and seen[1][0] is not seen[2][0] and seen[2][0] is seen[3][0]
+    bars.close()
+    assert bars.bar is None
+
+
+def test_warmup_cosine_schedule():
+    rule = WarmupCosine(warmup_steps=4, total_steps=12)
+    assert [rule(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert rule(4) == 1.0 and rule(8) == pytest.approx(0.5) and rule(12) == pytest.approx(0.0) and rule(50) == pytest.approx(0.0)
+    assert WarmupCosine(0, 0)(0) == 1.0  # no warm-up, degenerate length
+
+
+def test_lr_scaling_weight_decay_defaults_and_groups():
+    assert peak_lr("sgd", None, 512) == pytest.approx(0.3) and peak_lr("adamw", 2e-3, 128) == pytest.approx(1e-3)
+    assert weight_decay("sgd", None) == 1e-4 and weight_decay("adamw", None) == 0.05 and weight_decay("sgd", 0.0) == 0.0
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = make_optimizer("sgd", [net], lr=0.1, weight_decay=1e-4)
+    decay, no_decay = opt.param_groups
+    assert [p.shape for p in decay["params"]] == [(4, 3, 3, 3)] and decay["weight_decay"] == 1e-4
+    assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0  # conv bias, bn weight, bn bias
+    assert isinstance(opt, torch.optim.SGD) and isinstance(make_optimizer("adamw", [net], 0.1, 0.05), torch.optim.AdamW)
+
+
+def test_split_rows_is_seeded_disjoint_and_keeps_at_least_two():
+    rows = np.arange(3, 23)
+    train, val = split_rows(rows, 0.25, seed=1)
+    assert len(val) == 5 and len(train) == 15 and sorted(np.concatenate([train, val])) == list(rows)
+    assert list(train) == sorted(train) and list(val) == sorted(val)
+    assert np.array_equal(val, split_rows(rows, 0.25, seed=1)[1]) and not np.array_equal(val, split_rows(rows, 0.25, seed=2)[1])
+    assert len(split_rows(np.arange(10), 0.1, seed=0)[1]) == 2  # one held-out image is lifted to 2
+    assert len(split_rows(np.arange(3), 0.5, seed=0)[1]) == 0  # too few to hold any out and keep 2 to train
+    assert len(split_rows(np.arange(10), 0.0, seed=0)[1]) == 0
+
+
+def test_folder_labels():
+    assert list(folder_labels(["b/1.jpg", "a/2.jpg", "b/3.jpg"])) == [1, 0, 1]
+    assert folder_labels(["a/1.jpg", "a/2.jpg"]) is None  # one class
+    assert folder_labels(["a/1.jpg", "2.jpg"]) is None  # not every image in a folder
+    assert folder_labels([]) is None
