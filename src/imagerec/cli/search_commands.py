@@ -19,7 +19,7 @@ from imagerec.cli.progress import progress_bar
 @click.option("--w-embedding", type=float, help="Weight of embedding cosine (query.w_embedding).")
 @click.option("--w-color", type=float, help="Weight of colour-histogram similarity (query.w_color).")
 @click.option("--w-dhash", type=float, help="Weight of dHash similarity (query.w_dhash).")
-@click.option("--w-phash", "w_phash", type=float, hidden=True, expose_value=True)
+@click.option("--w-phash", "w_phash", type=float, hidden=True, help="Renamed: use --w-dhash.")
 @click.option("--include-query", is_flag=True, help="Keep the query images themselves in the results.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write a contact sheet PNG here.")

@@ -68,7 +68,7 @@ def test_write_atomically_cleans_up_on_failure(tmp_path):
 
 
 def test_sweep_removes_only_our_leftovers(tmp_path):
-    layout = Layout(tmp_path)
+    layout = Layout.of(tmp_path)
     keep = f"ann_hnsw.{new_build_id()}.bin"
     orphan = f"ann_hnsw.{new_build_id()}.bin"
     names = [keep, orphan, "ann.json.k2j3.tmp", f"{orphan}.abc123.tmp", "ann_hnsw.bin.x.tmp",  # ours
@@ -82,4 +82,4 @@ def test_sweep_removes_only_our_leftovers(tmp_path):
     assert left == {keep, "ann.json", "images.db", "ann_notes.txt", "annotations.csv", "ann_hnsw.bin", "ann_hnsw.json",
                     "ann_hnsw.20240101000000-0123abcd.dir"}
     assert sorted(sweep(layout, keep={keep}, legacy=True)) == ["ann_hnsw.bin", "ann_hnsw.json"]
-    assert sweep(Layout(tmp_path / "absent"), keep=()) == []
+    assert sweep(Layout.of(tmp_path / "absent"), keep=()) == []

@@ -25,7 +25,7 @@ def _meta(**changes) -> AnnMetadata:
 
 
 def _write_raw(tmp_path, raw) -> Layout:
-    layout = Layout(tmp_path)
+    layout = Layout.of(tmp_path)
     if isinstance(raw, bytes):
         layout.ann_manifest.write_bytes(raw)
     else:
@@ -34,7 +34,7 @@ def _write_raw(tmp_path, raw) -> Layout:
 
 
 def test_round_trip(tmp_path):
-    layout = Layout(tmp_path)
+    layout = Layout.of(tmp_path)
     meta = _meta()
     write_manifest(layout, meta)
     raw = json.loads(layout.ann_manifest.read_text())
@@ -118,7 +118,7 @@ def test_manifest_too_big_is_refused(tmp_path):
 
 
 def test_no_manifest_and_legacy_files(tmp_path):
-    layout = Layout(tmp_path)
+    layout = Layout.of(tmp_path)
     with pytest.raises(AnnIndexError, match="no ANN index yet.*build-ann"):
         read_manifest(layout)
     (tmp_path / "ann_hnsw.json").write_text("{}")

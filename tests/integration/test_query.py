@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 from PIL import Image
 
 from ann_support import SAMPLE_DIR, index_and_build, run_cli, sample_collection, write_collection_config
 from imagerec.search import similarity
 from imagerec.cli import cli
-from imagerec.config import Config
+from imagerec.config import Config, load_config
 from imagerec.errors import ConfigError
 from imagerec.errors import QueryError
 from imagerec.search.fusion import Weights
@@ -179,6 +181,27 @@ def test_cli_json_schema(sample, ids):
         assert set(row["scores"]) == {"embedding", "color", "dhash"}
         assert isinstance(row["id"], int) and isinstance(row["near_duplicate"], bool)
         assert (sample.root / row["path"]).is_file()
+
+
+def test_cli_json_path_is_absolute_and_goes_straight_back_into_query(sample, ids):
+    first = json.loads(_invoke(sample, "query", "--id", str(int(ids[0])), "--top-k", "3", "--json").stdout)
+    for row in first:
+        assert Path(row["path"]).is_absolute() and Path(row["path"]) == sample.root / row["relpath"]
+        assert not Path(row["relpath"]).is_absolute()
+    again = json.loads(_invoke(sample, "query", "--image", first[0]["path"], "--top-k", "3", "--json").stdout)
+    by_id = json.loads(_invoke(sample, "query", "--id", str(first[0]["id"]), "--top-k", "3", "--json").stdout)
+    assert [r["id"] for r in again] == [r["id"] for r in by_id]  # the stored image itself, not a re-decoded copy
+
+
+def test_old_weight_names_are_refused_with_the_new_name(sample, tmp_path):
+    result = _invoke(sample, "query", "--id", "1", "--w-phash", "0.5")
+    assert result.exit_code == 2 and "--w-dhash" in result.output
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"data": {"image_root": "."}, "output": {"dir": "."}, "query": {"w_phash": 0.1},
+                                    "ann": {"M": 32}}))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "renamed to 'query.w_dhash'" in str(info.value) and "renamed to 'ann.hnsw.M'" in str(info.value)
 
 
 def test_cli_table_and_weights(sample, ids):

@@ -11,7 +11,7 @@ import yaml
 from imagerec.config import DEFAULT_FORMATS, Config, load_config
 from imagerec.errors import ConfigError, ImagerecError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _write(path: Path, raw) -> Path:

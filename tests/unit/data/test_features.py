@@ -23,7 +23,7 @@ from imagerec.data.features import (
 )
 from imagerec.search.similarity import hamming_distance, histogram_intersection
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample" / "caltech101-mini"
+SAMPLE_DIR = Path(__file__).resolve().parents[3] / "sample" / "caltech101-mini"
 ALL_ONES = (1 << 64) - 1
 
 

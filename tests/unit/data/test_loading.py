@@ -336,17 +336,89 @@ def test_path_through_a_file_is_unreadable(tmp_path, make_image):
     assert _reason(parent / "child.png", hint="PNG") == loading.UNREADABLE  # ENOTDIR, even for root
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads chmod-000 files; covered by the ENOTDIR and directory cases")
-def test_permission_denied_is_unreadable(tmp_path, make_image):
-    path = make_image(tmp_path / "secret.png")
+def _outcome(path) -> str:
+    try:
+        load_image(path, NO_DRAFT, "PNG")
+        return "ok"
+    except ImageLoadError as exc:
+        return exc.reason
+
+
+def _outcome_without_privileges(path) -> str:
+    """Load ``path`` as an unprivileged user ("ok" or the skip reason): root reads chmod-000 files, so root
+    checks in a forked child dropped to uid/gid 65534 (the modules are already loaded; nothing is exec'd)."""
+    if os.geteuid() != 0:
+        return _outcome(path)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, _outcome(path).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 200).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    return answer
+
+
+def test_permission_denied_is_unreadable(make_image):
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="imagerec-perm-")  # outside pytest's 0700 tmp tree: only the file is closed
+    os.chmod(folder, 0o755)
+    path = make_image(os.path.join(folder, "secret.png"))
     path.chmod(0)
     try:
-        assert _reason(path, hint="PNG") == loading.UNREADABLE
-    finally:
+        assert _outcome_without_privileges(path) == loading.UNREADABLE
         path.chmod(0o644)
+        assert _outcome_without_privileges(path) == "ok"  # the same child reads it once the bits allow
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_bytes_path_is_accepted(tmp_path, make_image):
     path = make_image(tmp_path / "plain.png", color=(1, 2, 3))
     loaded = load_image(os.fsencode(path), NO_DRAFT, "PNG")
     assert _pixels(loaded)[0, 0].tolist() == [1, 2, 3]
+
+
+def test_decodes_with_different_pixel_limits_in_threads_never_see_each_others_limit(tmp_path, make_image):
+    """Pillow reads its bomb limit from a global: concurrent decodes with other limits must each get their own."""
+    import threading
+
+    from PIL import Image
+
+    big = make_image(tmp_path / "big.png", size=(400, 300))  # 120,000 pixels
+    strict = LoadSettings(("PNG",), 100_000, 64)
+    lenient = LoadSettings(("PNG",), 10_000_000, 64)
+    default = Image.MAX_IMAGE_PIXELS
+    outcomes: dict[str, list[str]] = {"strict": [], "lenient": []}
+
+    def run(name, settings):
+        for _ in range(40):
+            try:
+                load_image(big, settings, "PNG")
+                outcomes[name].append("ok")
+            except ImageLoadError as exc:
+                outcomes[name].append(exc.reason)
+
+    threads = [threading.Thread(target=run, args=(name, settings))
+               for name, settings in (("strict", strict), ("lenient", lenient)) * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(outcomes["strict"]) == {"decompression_bomb"} and set(outcomes["lenient"]) == {"ok"}
+    assert Image.MAX_IMAGE_PIXELS == default
+
+
+def test_bomb_message_names_the_configured_limit(tmp_path, make_image):
+    big = make_image(tmp_path / "big.png", size=(400, 300))
+    with pytest.raises(ImageLoadError) as info:
+        load_image(big, LoadSettings(("PNG",), 50_000, 64), "PNG")
+    assert "50,000" in info.value.detail and "100,000" not in info.value.detail
