@@ -207,11 +207,11 @@ def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, floa
     files = sorted(p for p in CALTECH.rglob("*.jpg"))
     picks = [files[i] for i in rng.choice(len(files), size=min(args.external, len(files)), replace=False)]
     rec.embedder  # load the model outside the timing  # noqa: B018
-    rec.query([rec.decode_query_image(picks[0])], top_k=10)  # warm-up
+    rec.search(images=[picks[0]], top_k=10)  # warm-up
     ext, ext_parts = [], {"decode": [], "features": [], "embed": []}
     for path in picks:
         t0 = time.perf_counter()
-        response = rec.query([rec.image_from_path(path)], top_k=10, weights=weights)
+        response = rec.search(images=[path], top_k=10, weights=weights)
         ext.append(time.perf_counter() - t0)
         for k in ext_parts:
             ext_parts[k].append(response.timings.get(k, 0.0))

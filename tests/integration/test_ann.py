@@ -472,3 +472,29 @@ def test_stale_index_finds_new_images_and_hides_removed(tmp_path, make_image, ti
     build_ann(config)
     response = run_query(config, ids=[query_id], top_k=50)
     assert not response.notices and removed_id not in [r.id for r in response.results]
+
+
+def test_nan_overwrite_outside_the_sampled_blocks_is_refused_under_verify_auto(sample, tmp_path, monkeypatch):
+    """verify: auto hashes a sample of a big file's blocks; the vectors themselves are checked on every load."""
+    import imagerec.ann.files as ann_files
+
+    monkeypatch.setattr(ann_files, "FULL_HASH_MAX_BYTES", 1)  # every index counts as big: sampled hash only
+    monkeypatch.setattr(ann_files, "_EDGE_BYTES", 4096)  # and the sample leaves most of this small one out
+    monkeypatch.setattr(ann_files, "_SAMPLE_BLOCKS", 4)
+    config = _copy_collection(sample, tmp_path)
+    build_ann(config)
+    meta = read_metadata(config)
+    load_ann(config, model_id=meta.model_id)  # loads before the damage
+    path = config.output.layout.ann_file(meta.files[0].name)
+    data = bytearray(path.read_bytes())
+    sampled = ann_files._sample_ranges(len(data))
+    width = 1024
+    offset = next(o for o in range(len(data) // 4, len(data) - width)
+                  if not any(a < o + width and o < a + n for a, n in sampled))
+    data[offset:offset + width] = np.full(width // 4, np.nan, dtype=np.float32).tobytes()
+    st = os.stat(path)
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # looks untouched: same size, inode and mtime
+    assert ann_files.file_problem(path, meta.files[0], "auto") is None  # the sampled checksum cannot see it
+    with pytest.raises(AnnIndexError, match="not a unit vector"):
+        load_ann(config, model_id=meta.model_id)

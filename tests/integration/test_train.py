@@ -21,7 +21,8 @@ from imagerec.embed.files import load_model
 from imagerec.data.scan import scan_images
 from imagerec.progress import ProgressEvent
 from imagerec.train.cache import open_or_build_cache
-from imagerec.train.data import select_files
+from imagerec.train.data import select_files as _select_files
+from imagerec.train.settings import TrainSettings
 from imagerec.train.run import Trainer, train_embeddings
 
 TINY = {"image_size": 32, "epochs": 2, "batch_size": 8, "val_fraction": 0.25, "workers": 1,
@@ -229,3 +230,8 @@ def test_too_few_images_is_an_error(tmp_path, make_image, write_config):
     make_image(tmp_path / "one" / "a.jpg", fmt="JPEG")
     with pytest.raises(TrainError, match="at least 2"):
         train_embeddings(load_config(write_config(tmp_path / "one", train=TINY)))
+
+
+def select_files(config):
+    """The training file selection of ``config`` (settings taken from it once, as ``train_embeddings`` does)."""
+    return _select_files(TrainSettings.from_config(config))

@@ -65,6 +65,10 @@ class AnnIndex(Protocol):
         """The per-call ``search`` parameters used when a call gives none (e.g. ``{"ef_search": 256}``)."""
         ...
 
+    def check_vectors(self) -> str | None:
+        """What is wrong with the stored vectors (not finite, not unit length), or None."""
+        ...
+
     def labels(self) -> np.ndarray:
         """The image ids in the index (int64, read-only)."""
         ...

@@ -4,8 +4,11 @@ Loading reads and validates ``ann.json`` FIRST and refuses (``AnnIndexError``: "
 again") a wrong kind, library, metric, model id or dimension, and any file whose size or checksum
 differs, before the backend parses a byte. A file that is big (> ``FULL_HASH_MAX_BYTES``) and provably
 untouched since the build (same inode, size and mtime) is checked with the sampled hash only, so a
-1 GB index loads in ~1 s, not ~6 s; ``ann.verify: always`` forces the full hash. Loading changes no
-process-global state.
+1 GB index loads in ~1 s, not ~6 s; ``ann.verify: always`` forces the full hash. What ``auto``
+guarantees: size, the first and last MiB and 256 evenly spaced 4 KiB blocks match the build, and every
+stored vector is finite and unit-length (``AnnIndex.check_vectors``, a pass over the vectors), so a
+truncation, a replaced file or damage to the vectors is refused; damage confined to the graph links
+outside the sampled blocks is caught only by ``verify: always``. Loading changes no process-global state.
 """
 
 from __future__ import annotations
@@ -42,7 +45,11 @@ def open_index(layout: Layout, settings: AnnSettings, *, model_id: str | None, d
                        where=layout.ann_manifest)
         problem = _first_problem(layout, meta, settings.verify)
         if problem is None:
-            return cls(settings).load([layout.ann_file(f.name) for f in meta.files], meta)
+            index = cls(settings).load([layout.ann_file(f.name) for f in meta.files], meta)
+            damage = index.check_vectors()  # also what a sampled checksum can miss
+            if damage is not None:
+                raise AnnIndexError(f"{layout.ann_manifest}: ANN index is damaged ({damage}); {REBUILD}")
+            return index
         name, detail = problem
         if attempt == 1 and detail == "is missing" and _manifest_changed(layout, meta):
             continue  # a build replaced the index between our reads: load the new one

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imagerec.vectors import unit_rows
+
 CHUNK = 512  # queries scored at a time: memory is CHUNK x N floats
 
 
@@ -30,8 +32,7 @@ def retrieval_scores(vectors: np.ndarray, labels: np.ndarray, k: int = 10) -> Re
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     n = len(vectors)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = vectors / np.maximum(norms, 1e-12)
+    unit = unit_rows(vectors)
     _, codes = np.unique(labels, return_inverse=True)
     relevant_total = np.bincount(codes)[codes] - 1  # other items with the query's label
     precisions, aps = [], []

@@ -115,6 +115,7 @@ def index_collection(
     Rows of files that are gone are removed unless that would be more than ``index.max_removal_fraction``
     of the collection (or all of it): then they are kept (``removal_held``) unless ``prune`` is True.
     """
+    started = time.perf_counter()
     root = Path(config.data.image_root)
     if not root.is_dir():
         raise ImagerecError(f"data.image_root: {root} is not a folder; fix it in {config.source or 'the config'}")
@@ -123,7 +124,9 @@ def index_collection(
     settings = index_settings(config, embedder, prune)
     if executor is None:
         executor = local_executor(settings, embedder)
-    return run_index(settings, config.output.layout.db, embedder, executor, progress)
+    summary = run_index(settings, config.output.layout.db, embedder, executor, progress)
+    summary.elapsed_s = time.perf_counter() - started  # the whole command, model loading included
+    return summary
 
 
 def local_executor(settings: IndexSettings, embedder: Embedder | None) -> LocalExecutor:

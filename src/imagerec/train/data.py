@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imagerec.config import Config
-from imagerec.data import loading
 from imagerec.data.scan import ScannedFile, scan_images
 from imagerec.errors import Interrupted, TrainError
 from imagerec.progress import ProgressCallback
+from imagerec.store.records import top_folder
 from imagerec.train.cache import TrainCache, open_or_build_cache
+from imagerec.train.settings import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -35,18 +35,17 @@ class TrainData:
     labels: np.ndarray | None  # class code per cache row, when images sit in class folders
 
 
-def select_files(config: Config) -> list[ScannedFile]:
+def select_files(settings: TrainSettings) -> list[ScannedFile]:
     """The training files: a seeded subset of at most ``train.max_images``, in path order."""
-    tc = config.train
-    root = Path(config.data.image_root)
+    tc, root = settings.train, settings.image_root
     if not root.is_dir():
-        raise TrainError(f"data.image_root: {root} is not a folder; fix it in {config.source or 'the config'}")
-    wanted = read_file_list(config) if tc.file_list is not None else None
+        raise TrainError(f"data.image_root: {root} is not a folder; fix it in {settings.where}")
+    wanted = read_file_list(settings.file_list) if settings.file_list is not None else None
     rng = random.Random(tc.seed)
     reservoir: list[ScannedFile] = []
     seen = 0
-    for scanned in scan_images(root, follow_symlinks=config.index.follow_symlinks):
-        if scanned.format_hint not in config.index.formats or (wanted is not None and scanned.rel_path not in wanted):
+    for scanned in scan_images(root, follow_symlinks=settings.follow_symlinks):
+        if scanned.format_hint not in settings.formats or (wanted is not None and scanned.rel_path not in wanted):
             continue
         seen += 1
         if len(reservoir) < tc.max_images:
@@ -58,11 +57,8 @@ def select_files(config: Config) -> list[ScannedFile]:
     return sorted(reservoir, key=lambda f: f.rel_path)
 
 
-def read_file_list(config: Config) -> set[bytes]:
-    """The paths listed in ``train.file_list`` (relative to the config file's folder), as bytes."""
-    path = Path(os.path.expanduser(config.train.file_list))
-    if not path.is_absolute():
-        path = (config.source.resolve().parent if config.source else Path.cwd()) / path
+def read_file_list(path: Path) -> set[bytes]:
+    """The paths listed in the ``train.file_list`` file (relative to the image root), as bytes."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -70,20 +66,19 @@ def read_file_list(config: Config) -> set[bytes]:
     return {os.fsencode(line.strip()) for line in lines if line.strip()}
 
 
-def prepare_data(config: Config, progress: ProgressCallback | None, say: Callable[[str], None]) -> TrainData:
+def prepare_data(settings: TrainSettings, progress: ProgressCallback | None, say: Callable[[str], None]) -> TrainData:
     """Select the files, open (or build: events of stage "decode") the cache, split it train/val."""
-    tc = config.train
-    files = select_files(config)
+    tc, cache_dir = settings.train, settings.layout.cache_dir
+    files = select_files(settings)
     if len(files) < 2:
-        raise TrainError(f"found {len(files)} image(s) under {config.data.image_root}; training needs at least 2")
-    load = loading.LoadSettings.from_config(config.index, tc.image_size)
+        raise TrainError(f"found {len(files)} image(s) under {settings.image_root}; training needs at least 2")
     try:
-        cache = open_or_build_cache(Path(config.data.image_root), files, tc.image_size, config.output.layout.cache_dir,
-                                    load, tc.workers or os.cpu_count() or 1, progress=progress)
+        cache = open_or_build_cache(settings.image_root, files, tc.image_size, cache_dir, settings.load_settings(),
+                                    tc.workers or os.cpu_count() or 1, progress=progress)
     except KeyboardInterrupt:
         raise Interrupted("interrupted while building the training cache; nothing was kept") from None
     if cache.built:
-        say(f"decoded {cache.decoded} images into {config.output.layout.cache_dir}")
+        say(f"decoded {cache.decoded} images into {cache_dir}")
     if cache.skipped:
         shown = ", ".join(f"{p} ({r})" for p, r in cache.skipped[:5])
         say(f"skipped {len(cache.skipped)} image(s) that could not be decoded: {shown}" + (" ..." if len(cache.skipped) > 5 else ""))
@@ -107,7 +102,7 @@ def folder_labels(paths: list[str]) -> np.ndarray | None:
     """Class code per path from its top-level folder, when every image sits in one and there are >= 2."""
     if not paths or any("/" not in p for p in paths):
         return None
-    tops = [p.split("/", 1)[0] for p in paths]
+    tops = [top_folder(os.fsencode(p)) for p in paths]
     classes, codes = np.unique(np.asarray(tops), return_inverse=True)
     return codes if len(classes) >= 2 else None
 

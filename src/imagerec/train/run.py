@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from imagerec.config import Config
+from imagerec.config import Config, TrainConfig
 from imagerec.embed.base import ModelSpec
 from imagerec.embed.device import select_device, set_torch_threads
 from imagerec.embed.files import save_model
@@ -38,6 +38,7 @@ from imagerec.train.checkpoint import Resumable, RunState, load_checkpoint, save
 from imagerec.train.data import TrainData, epoch_batches, prefetch_batches, prepare_data
 from imagerec.train.optim import WarmupCosine, make_optimizer, make_scheduler, peak_lr, reschedule, weight_decay
 from imagerec.train.report import EpochLog, TrainSummary
+from imagerec.train.settings import TrainSettings
 from imagerec.train.simclr import build_simclr
 from imagerec.train.validate import ValScores, validate
 
@@ -62,14 +63,15 @@ def train_embeddings(
     each epoch's checkpoint and may return True to stop there (like Ctrl-C).
     """
     started = time.perf_counter()
+    settings = TrainSettings.from_config(config)
     say = log or (lambda line: None)
-    device = select_device(config.runtime.device)
-    set_torch_threads(config.runtime.threads, device)
-    ckpt_path = config.output.layout.checkpoint
+    device = select_device(settings.device)
+    set_torch_threads(settings.threads, device)
+    ckpt_path = settings.layout.checkpoint
     if resume and not ckpt_path.exists():
         raise TrainError(f"no checkpoint at {ckpt_path}; start without --resume")
-    data = prepare_data(config, progress, say)
-    trainer = Trainer(config, data, device, say)
+    data = prepare_data(settings, progress, say)
+    trainer = Trainer(settings, data, device, say)
     if resume:
         trainer.resume()
     elif ckpt_path.exists():
@@ -86,10 +88,10 @@ def train_embeddings(
 class Trainer:
     """One training run: the model, optimiser and schedule, the data, and where training stands."""
 
-    def __init__(self, config: Config, data: TrainData, device: torch.device, say: Say):
-        tc = self.tc = config.train
-        self.config, self.data, self.device, self.say = config, data, device, say
-        self.ckpt_path = config.output.layout.checkpoint
+    def __init__(self, settings: TrainSettings, data: TrainData, device: torch.device, say: Say):
+        tc = self.tc = settings.train
+        self.layout, self.data, self.device, self.say = settings.layout, data, device, say
+        self.ckpt_path = settings.layout.checkpoint
         self.batch = min(tc.batch_size, len(data.train_rows))
         if self.batch < tc.batch_size:
             say(f"note: only {len(data.train_rows)} training images; batch size lowered to {self.batch}")
@@ -97,7 +99,7 @@ class Trainer:
         self.spec = ModelSpec(stem=tc.stem, image_size=tc.image_size)
         channels_last = tc.channels_last if tc.channels_last is not None else device.type == "cuda"
         torch.manual_seed(tc.seed)
-        self.model = build_simclr(self.spec, augment_settings(config), tc.temperature, device, channels_last)
+        self.model = build_simclr(self.spec, augment_settings(tc), tc.temperature, device, channels_last)
         self.optimizer = make_optimizer(tc.optimizer, [self.model.backbone, self.model.head],
                                         peak_lr(tc.optimizer, tc.lr, self.batch), weight_decay(tc.optimizer, tc.weight_decay))
         self.schedule = WarmupCosine(round(tc.warmup_epochs * self.steps_per_epoch), tc.epochs * self.steps_per_epoch)
@@ -198,7 +200,7 @@ class Trainer:
             st.best_model_id = self._save_model(entry)
         st.history.append(asdict(entry))
         st.step_in_epoch, st.loss_sum, st.loss_count, st.train_s = 0, 0.0, 0, 0.0
-        entry.append_to(self.config.output.layout.train_log)
+        entry.append_to(self.layout.train_log)
         self.checkpoint()
         return entry
 
@@ -221,7 +223,7 @@ class Trainer:
             "batch_size": self.batch, "optimizer": self.tc.optimizer, "temperature": self.tc.temperature,
             "seed": self.tc.seed,
         }
-        return save_model(self.config.output.layout.model, self.model.backbone, self.spec, info)
+        return save_model(self.layout.model, self.model.backbone, self.spec, info)
 
     def checkpoint(self) -> None:
         """Write the checkpoint (atomically) for the current position."""
@@ -229,7 +231,7 @@ class Trainer:
 
     def summary(self, *, wall_s: float, interrupted: bool) -> TrainSummary:
         """The ``TrainSummary`` of this run so far."""
-        st, layout, best = self.state, self.config.output.layout, self.state.best
+        st, layout, best = self.state, self.layout, self.state.best
         return TrainSummary(
             model_path=layout.model, model_id=st.best_model_id, checkpoint_path=self.ckpt_path,
             log_path=layout.train_log, start_epoch=self.start_epoch, epochs_done=st.epoch, epochs=self.tc.epochs,
@@ -240,9 +242,9 @@ class Trainer:
         )
 
 
-def augment_settings(config: Config) -> AugmentSettings:
+def augment_settings(tc: TrainConfig) -> AugmentSettings:
     """``train.augment`` as the augmenter's settings."""
-    a = config.train.augment
+    a = tc.augment
     return AugmentSettings(crop_scale=(a.crop_min_scale, 1.0), flip_p=a.flip_p, jitter_strength=a.jitter_strength,
                            jitter_p=a.jitter_p, grayscale_p=a.grayscale_p, blur_p=a.blur_p)
 

@@ -1,0 +1,43 @@
+"""What a training run reads from the config: taken once, at the edge (``train_embeddings``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagerec.config import Config, TrainConfig
+from imagerec.data import loading
+from imagerec.layout import Layout
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``train`` section plus the few other facts training needs; everything below takes this."""
+
+    train: TrainConfig
+    layout: Layout
+    image_root: Path
+    follow_symlinks: bool
+    formats: tuple[str, ...]
+    max_image_pixels: int
+    file_list: Path | None  # resolved against the config file's folder
+    device: str
+    threads: int | None
+    where: str  # the config file, for messages
+
+    @classmethod
+    def from_config(cls, config: Config) -> "TrainSettings":
+        file_list = None
+        if config.train.file_list is not None:
+            file_list = Path(os.path.expanduser(config.train.file_list))
+            if not file_list.is_absolute():
+                file_list = (config.source.resolve().parent if config.source else Path.cwd()) / file_list
+        return cls(train=config.train, layout=config.output.layout, image_root=Path(config.data.image_root),
+                   follow_symlinks=config.index.follow_symlinks, formats=config.index.formats,
+                   max_image_pixels=config.index.max_image_pixels, file_list=file_list, device=config.runtime.device,
+                   threads=config.runtime.threads, where=str(config.source or "the config"))
+
+    def load_settings(self) -> loading.LoadSettings:
+        """How the cache decodes: the index's allow-list and pixel limit, at the training input size."""
+        return loading.LoadSettings(self.formats, self.max_image_pixels, self.train.image_size)
