@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config_miniset.yaml
 
-.PHONY: demo test bench clean-data help
+.PHONY: demo test bench browser clean-data help
 
 help:
 	@echo "make demo   - set up .venv and run the pipeline on the bundled sample ($(CONFIG))"
@@ -28,8 +28,15 @@ demo: $(STAMP)
 	$(BIN)/imagerec --config $(CONFIG) query --image $(DEMO_QUERY) --top-k 10 --output data/miniset/demo_query.png
 	$(BIN)/imagerec --config $(CONFIG) status
 	@echo "contact sheet: data/miniset/demo_query.png"
+	@echo "browse it and explore similar images: $(BIN)/imagerec --config $(CONFIG) serve --open   (http://127.0.0.1:8765/)"
 
-test: $(STAMP)
+# The browser tests (tests/integration/web) drive Debian's chromium through Playwright (pinned in requirements.lock;
+# Playwright cannot download browsers here): installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -1,4 +1,17 @@
-from imagerec.cli import main
+import signal
+import sys
+
+try:  # Ctrl-C while the CLI is still importing: a clean exit, not a traceback
+    from imagerec.cli import main
+except KeyboardInterrupt:
+    sys.stderr.write("interrupted before any work was done.\n")
+    sys.exit(130)
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted before any work was done.\n")
+        sys.exit(130)
+    finally:  # only shutdown is left: a late Ctrl-C must not turn the exit status into a kill by SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

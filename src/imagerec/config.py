@@ -25,7 +25,9 @@ RENAMED_KEYS = {
 }
 
 #: Pillow format names that are decoded by default. Everything else is never handed to a decoder.
-DEFAULT_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+#: HEIF (.heic/.heif, through pillow-heif) and AVIF (Pillow's own) follow the same rules: header-only open,
+#: pixel limit checked before decoding, orientation applied (libheif applies the HEIF transforms itself).
+DEFAULT_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "HEIF", "AVIF")
 
 
 class _Section(BaseModel):
@@ -67,7 +69,9 @@ class IndexConfig(_Section):
     def _known_formats(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
         from PIL import Image
 
-        Image.init()
+        from imagerec.data.formats import register_plugins
+
+        register_plugins()
         known = set(Image.OPEN)
         unknown = [f for f in formats if f.upper() not in known]
         if unknown:
@@ -166,6 +170,16 @@ class TrainConfig(_Section):
     channels_last: bool | None = Field(default=None, description="Memory format; null = on for CUDA, off for CPU.")
 
 
+class WebConfig(_Section):
+    """The local web app (``serve``)."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address to bind; anything but loopback exposes the collection to the network.")
+    port: int = Field(default=8765, ge=0, le=65535, description="TCP port (0 = any free port).")
+    max_upload_bytes: int = Field(default=20_000_000, ge=1024, description="Largest upload request body; larger ones are refused (413) while streaming.")
+    max_upload_images: int = Field(default=8, ge=1, le=100, description="Most query images in one upload search.")
+    thumbnail_sizes: tuple[int, ...] = Field(default=(128, 256, 512), min_length=1, description="Thumbnail sizes (longest side, px) the server makes.")
+
+
 class Config(_Section):
     """A whole config profile. ``source`` is the file it was read from (None when built in code)."""
 
@@ -177,6 +191,7 @@ class Config(_Section):
     query: QueryConfig = QueryConfig()
     features: FeaturesConfig = FeaturesConfig()
     train: TrainConfig = TrainConfig()
+    web: WebConfig = WebConfig()
     source: Path | None = Field(default=None, exclude=True)
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Config":

@@ -51,3 +51,13 @@ class QueryError(ImagerecError):
 
 class EvaluationError(ImagerecError):
     """The collection cannot be evaluated as asked (no labels, bad labels file, bad grid...)."""
+
+
+class DiskFullError(ImagerecError):
+    """A write ran out of space (or hit a file size limit); the previous file was kept."""
+
+    def __init__(self, path, needed_bytes: int | None = None):
+        needed = max(1, -(-int(needed_bytes) // 1_000_000)) if needed_bytes else None
+        free = f"free {needed} MB" if needed else "free some space"
+        super().__init__(f"disk full at {path}, nothing was lost; {free} and re-run")
+        self.path = path

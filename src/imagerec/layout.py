@@ -15,6 +15,7 @@ class Layout:
     model: Path  # the embedding model file written by train-embeddings
     ann_manifest: Path  # the ANN index's metadata naming every file of it (the commit point of a build)
     ann_lock: Path  # held while a build-ann runs
+    index_lock: Path  # held while an index runs (the collection's single writer); readers never take it
     cache_dir: Path  # derived data that can always be rebuilt: training cache, thumbnails, profiles
     thumbs_dir: Path
     checkpoints_dir: Path
@@ -26,7 +27,7 @@ class Layout:
         root = Path(root)
         cache, checkpoints = root / "cache", root / "checkpoints"
         return cls(root=root, db=root / "images.db", model=root / "embedding_model.pt", ann_manifest=root / "ann.json",
-                   ann_lock=root / "ann.lock", cache_dir=cache, thumbs_dir=cache / "thumbs", checkpoints_dir=checkpoints,
+                   ann_lock=root / "ann.lock", index_lock=root / "index.lock", cache_dir=cache, thumbs_dir=cache / "thumbs", checkpoints_dir=checkpoints,
                    checkpoint=checkpoints / "checkpoint.pt", train_log=root / "train_log.jsonl")
 
     def ann_file(self, name: str) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from imagerec.cli.app import cli, command_config, handle_errors
+from imagerec.cli.app import acknowledge_interrupt, cli, command_config, handle_errors
 from imagerec.cli.progress import bar_safe_echo, progress_bar
 
 
@@ -20,14 +20,18 @@ from imagerec.cli.progress import bar_safe_echo, progress_bar
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads (runtime.threads).")
 @click.option("--prune", is_flag=True, help="Remove the rows of missing files even when that is most of the collection "
                                           "(index.max_removal_fraction would otherwise keep them).")
+@click.option("--retry-skipped", is_flag=True, help="Try every file recorded as skipped again (they are retried on their "
+                                                  "own when index.formats or index.max_image_pixels change).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 @handle_errors
-def index(ctx, image_root, workers, batch_size, device, threads, prune, quiet) -> None:
+@acknowledge_interrupt("stopping: finishing the current batch… (finished work is kept)")
+def index(ctx, image_root, workers, batch_size, device, threads, prune, retry_skipped, quiet) -> None:
     """Scan data.image_root and store histograms, hashes and embeddings in images.db.
 
     Re-running only does what changed: new and modified files are (re)computed, deleted files are
     removed, a new model recomputes only embeddings. Broken files are skipped and recorded with a reason.
+    One index runs at a time per output.dir: a second one exits at once naming the first one's pid.
     """
     from imagerec.indexing.run import index_collection
     from imagerec.indexing.summary import format_summary
@@ -38,7 +42,7 @@ def index(ctx, image_root, workers, batch_size, device, threads, prune, quiet) -
         "runtime.device": device, "runtime.threads": threads,
     })
     with progress_bar("img", enabled=not quiet) as bar:
-        summary = index_collection(config, progress=bar, prune=prune)
+        summary = index_collection(config, progress=bar, prune=prune, retry_skipped=retry_skipped)
     click.echo(format_summary(summary))
     if summary.model_missing:
         click.echo(f"note: no embedding model at {config.output.layout.model}; histograms and hashes are stored. "
@@ -50,15 +54,22 @@ def index(ctx, image_root, workers, batch_size, device, threads, prune, quiet) -
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--skipped", "list_skipped", is_flag=True, help="Also list every skipped file with its reason and detail.")
 @click.pass_context
 @handle_errors
-def status(ctx, as_json: bool) -> None:
+def status(ctx, as_json: bool, list_skipped: bool) -> None:
     """What the collection holds: images, skipped files by reason, embeddings, model, ANN index."""
-    from imagerec.tools.status import collection_status
+    from imagerec.store.records import display_path, printable
+    from imagerec.tools.status import collection_status, skipped_files
 
-    report = collection_status(command_config(ctx))
+    config = command_config(ctx)
+    report = collection_status(config)
+    files = skipped_files(config) if list_skipped else None
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        out = report.to_dict()
+        if files is not None:
+            out["skipped_files"] = [{"path": display_path(p), "reason": r, "detail": d} for p, r, d in files]
+        click.echo(json.dumps(out, indent=2))
         return
     reasons = ", ".join(f"{n} {r}" for r, n in report.skipped_by_reason.items()) or "none"
     ann = "absent" if report.ann is None else f"{report.ann.get('state')}, {report.ann.get('count')} images"
@@ -67,6 +78,37 @@ def status(ctx, as_json: bool) -> None:
     click.echo(f"skipped       {report.skipped} ({reasons})")
     click.echo(f"embeddings    {report.with_embedding} with model {report.model_id or '(none yet)'}")
     click.echo(f"ANN index     {ann}")
+    for path, reason, detail in files or ():
+        click.echo(f"  {reason:<20} {printable(display_path(path))}  ({printable(detail)})")
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Delete rows whose stored features are damaged; the next 'index' recomputes them.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+@handle_errors
+def doctor(ctx, repair: bool, as_json: bool) -> None:
+    """Check images.db: SQLite's integrity check and the size of every stored histogram and embedding.
+
+    Exits 1 when something is wrong (after --repair: when the file itself is damaged).
+    """
+    from imagerec.store.guard import damaged_hint
+    from imagerec.tools.status import check_collection
+
+    report = check_collection(command_config(ctx), repair=repair)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(f"database      {report.db_path}")
+        click.echo(f"integrity     {report.integrity}")
+        click.echo(f"damaged rows  {len(report.bad_histograms)} histograms, {len(report.bad_embeddings)} embeddings"
+                   + (" (deleted; run 'index' to recompute them)" if report.repaired else ""))
+        if report.integrity != "ok":
+            click.echo(f"the file is damaged: {damaged_hint(Path(report.db_path))}")
+        elif not report.healthy and not report.repaired:
+            click.echo("run 'imagerec doctor --repair' to delete the damaged rows, then 'index' to recompute them")
+    if report.integrity != "ok" or not (report.healthy or report.repaired):
+        sys.exit(1)
 
 
 @cli.command("train-embeddings")
@@ -80,6 +122,7 @@ def status(ctx, as_json: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 @handle_errors
+@acknowledge_interrupt("stopping… (nothing is lost; the last checkpoint is kept)")
 def train_embeddings_command(ctx, epochs, batch_size, image_size, max_images, device, threads, resume, quiet) -> None:
     """Train the embedding model (SimCLR, ResNet-18) on images under data.image_root.
 

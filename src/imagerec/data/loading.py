@@ -9,6 +9,7 @@ composited on white and 16-bit data is scaled, not clipped.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from imagerec.data.formats import decoder_versions, register_plugins
 from imagerec.errors import ImageLoadError
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ UNIDENTIFIED = "unidentified"
 DECOMPRESSION_BOMB = "decompression_bomb"
 TRUNCATED = "truncated"
 CORRUPT = "corrupt"
+PATH_TOO_LONG = "path_too_long"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +49,18 @@ class LoadSettings:
     formats: tuple[str, ...]
     max_pixels: int
     min_side: int
+    follow_symlinks: bool = True  # False: a path that is a symlink when opened is refused (O_NOFOLLOW)
 
     @classmethod
     def from_config(cls, index: "IndexConfig", min_side: int) -> "LoadSettings":
-        """The allow-list and pixel limit of ``config.index``, decoding to at least ``min_side``."""
-        return cls(index.formats, index.max_image_pixels, min_side)
+        """The allow-list, pixel limit and symlink rule of ``config.index``, decoding to at least ``min_side``."""
+        return cls(index.formats, index.max_image_pixels, min_side, index.follow_symlinks)
+
+    @property
+    def skip_key(self) -> str:
+        """What a skip decision depended on: a file skipped under another key is tried again."""
+        return (f"formats={','.join(sorted(self.formats))};max_pixels={self.max_pixels};"
+                f"symlinks={int(self.follow_symlinks)};decoders={decoder_versions()}")
 
 
 @dataclass(slots=True)
@@ -65,11 +75,18 @@ def load_image(path: str | bytes | os.PathLike, settings: LoadSettings, format_h
     """Open, verify and decode one image. Raises ``ImageLoadError`` with a reason tag on any failure."""
     if format_hint is not None and format_hint not in settings.formats:
         raise ImageLoadError(FORMAT_NOT_ALLOWED, f"{format_hint} is not in index.formats {list(settings.formats)}")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not settings.follow_symlinks:  # the file may have been replaced by a symlink since the scan
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise ImageLoadError(VANISHED, "file disappeared before it could be read") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP and not settings.follow_symlinks:
+            raise ImageLoadError(NOT_REGULAR, "is a symlink (index.follow_symlinks is false)") from None
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ImageLoadError(PATH_TOO_LONG, "path longer than the system allows (PATH_MAX)") from None
         raise ImageLoadError(UNREADABLE, exc.strerror or str(exc)) from None
     try:  # checked before fdopen, which raises IsADirectoryError for a folder
         st = os.fstat(fd)
@@ -85,7 +102,7 @@ def load_image(path: str | bytes | os.PathLike, settings: LoadSettings, format_h
 
 
 def _decode(fp, settings: LoadSettings) -> LoadedImage:
-    Image.init()  # register every plugin so the allow-list names resolve (idempotent)
+    register_plugins()  # every plugin, so the allow-list names resolve (idempotent)
     with _PILLOW_LIMIT.applied(settings.max_pixels):
         return _decode_with_limit(fp, settings)
 
@@ -131,7 +148,7 @@ def _decode_with_limit(fp, settings: LoadSettings) -> LoadedImage:
         warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the image itself may be fine
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(fp, formats=list(settings.formats))
+            img = Image.open(fp, formats=[f for f in settings.formats if f in Image.OPEN])  # an absent plugin: no match
         except UnidentifiedImageError:
             raise ImageLoadError(UNIDENTIFIED, f"not an image of an allowed format {list(settings.formats)}") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -141,7 +158,7 @@ def _decode_with_limit(fp, settings: LoadSettings) -> LoadedImage:
         try:  # no "with img": the returned image may be img itself, and closing it frees its pixels
             fmt = img.format or "?"
             if img.width * img.height > settings.max_pixels:  # formats that skip Pillow's own check
-                raise ImageLoadError(DECOMPRESSION_BOMB, f"{img.width}x{img.height} pixels exceeds index.max_image_pixels")
+                raise ImageLoadError(DECOMPRESSION_BOMB, f"{img.width}x{img.height} pixels: {_bomb_message(settings.max_pixels)}")
             full_size = img.size
             if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
                 img.draft(img.mode, (settings.min_side, settings.min_side))

@@ -8,6 +8,7 @@ can record them as skipped with a reason; files with other extensions are only c
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
+
+from imagerec.data.formats import register_plugins
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,8 @@ class ScanStats:
     """What the scan passed over, counted (not recorded: these are not images)."""
 
     non_image_files: int = 0
+    no_extension: int = 0  # not read: which files are images is decided by extension
+    path_too_long: int = 0  # entries whose path exceeds PATH_MAX (they cannot be opened by path)
     hidden: int = 0
     special_files: int = 0
     symlinks: int = 0
@@ -43,7 +48,7 @@ def image_extensions() -> dict[str, str]:
 
     Formats Pillow can only write (PDF...) are not images to us; MPO files open through the JPEG decoder.
     """
-    Image.init()
+    register_plugins()
     aliases = {"MPO": "JPEG"}
     extensions = {ext.lower(): aliases.get(fmt, fmt) for ext, fmt in Image.registered_extensions().items()}
     return {ext: fmt for ext, fmt in extensions.items() if fmt in Image.OPEN}
@@ -76,7 +81,10 @@ def _walk(
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
-        stats.unreadable_dirs.append(f"{os.fsdecode(folder)} ({exc.strerror})")
+        if exc.errno == errno.ENAMETOOLONG:
+            stats.path_too_long += 1
+        else:
+            stats.unreadable_dirs.append(f"{os.fsdecode(folder)} ({exc.strerror})")
         return
     subfolders: list[tuple[bytes, bytes]] = []
     for entry in entries:
@@ -91,8 +99,11 @@ def _walk(
                 stats.symlinks += 1
                 continue
             st = entry.stat(follow_symlinks=True)
-        except OSError:  # dangling symlink, permission denied, vanished
-            stats.special_files += 1
+        except OSError as exc:  # dangling symlink, permission denied, vanished, path over PATH_MAX
+            if exc.errno == errno.ENAMETOOLONG:
+                stats.path_too_long += 1
+            else:
+                stats.special_files += 1
             continue
         if stat.S_ISDIR(st.st_mode):
             key = (st.st_dev, st.st_ino)
@@ -102,8 +113,11 @@ def _walk(
             visited.add(key)
             subfolders.append((entry.path, rel + b"/"))
         elif stat.S_ISREG(st.st_mode):
-            fmt = extensions.get(os.path.splitext(os.fsdecode(name))[1].lower())
-            if fmt is None:
+            ext = os.path.splitext(os.fsdecode(name))[1].lower()
+            fmt = extensions.get(ext)
+            if fmt is None and not ext:  # e.g. an export that dropped ".jpg": say so, the user may want it
+                stats.no_extension += 1
+            elif fmt is None:
                 stats.non_image_files += 1
             else:
                 yield ScannedFile(rel, st.st_size, st.st_mtime_ns, fmt)

@@ -9,7 +9,12 @@ File format (``embedding_model.pt``, written with ``torch.save``, read with ``we
       "model_id": "<16 hex chars: sha256 of spec + weights>",
       "state_dict": {...backbone weights, no classifier...},
       "info": {...free-form provenance: created, trainer, epochs...},
+      "checksum": "<sha256 of every other entry, see content_checksum>",
     }
+
+Compatibility: ``checksum`` was added without a format bump. A file that has one must match it; a
+file without one (written before it existed) is still read, its weights and spec covered by the
+model id check. Every field is type-checked before use (``ModelFileError``, never a ``TypeError``).
 
 ``spec.arch`` picks the registered architecture (``imagerec.embed.base.architecture``) that rebuilds
 the network before the weights are loaded into it.
@@ -18,7 +23,9 @@ the network before the weights are loaded into it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,13 +34,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from imagerec.atomic import atomic_write
+from imagerec.atomic import write_bytes_atomic
 from imagerec.embed.base import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, architecture
 from imagerec.errors import ImagerecError, ModelFileError
+from imagerec.procs import deferred_sigint
 
 __all__ = [
     "FORMAT_VERSION", "IMAGENET_MEAN", "IMAGENET_STD", "MODEL_FORMAT", "EmbeddingModel", "ModelSpec",
-    "atomic_torch_save", "build_backbone", "compute_model_id", "load_model", "load_tagged_payload",
+    "atomic_torch_save", "build_backbone", "check_checksum", "compute_model_id", "content_checksum", "load_model",
+    "load_tagged_payload",
     "save_model", "write_random_model",
 ]
 
@@ -85,9 +94,50 @@ def save_model(path: Path, backbone: nn.Module, spec: ModelSpec, info: dict[str,
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
-    """``torch.save`` so that ``path`` holds either its old content or all of ``payload``, never a mix."""
-    with atomic_write(Path(path)) as fh:
-        torch.save(payload, fh)
+    """``torch.save`` so that ``path`` holds either its old content or all of ``payload``, never a mix.
+
+    A dict payload gets a ``checksum`` entry. Serialised in memory first, so the file's space is
+    reserved before any byte is written (``DiskFullError``); Ctrl-C during the save waits for its end.
+    """
+    if isinstance(payload, dict):
+        payload = {**payload, "checksum": content_checksum(payload)}
+    with deferred_sigint():
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        write_bytes_atomic(Path(path), buffer.getbuffer())
+
+
+def content_checksum(value: Any) -> str:
+    """sha256 over a payload's entries (a ``checksum`` entry excluded): types, keys, tensor bytes, scalars."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in value.items() if k != "checksum"} if isinstance(value, dict) else value)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=lambda k: (type(k).__name__, repr(k))):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+
+def check_checksum(payload: dict[str, Any], error: Callable[[str], ImagerecError]) -> None:
+    """Raise ``error(reason)`` when ``payload`` has a checksum that does not match its content."""
+    if "checksum" not in payload:
+        return  # written before checksums existed: see the module docstring
+    if not isinstance(payload["checksum"], str) or payload["checksum"] != content_checksum(payload):
+        raise error("checksum mismatch (file altered or damaged)")
 
 
 def write_random_model(path: Path, spec: ModelSpec = ModelSpec(), seed: int = 0) -> str:
@@ -109,7 +159,10 @@ def load_tagged_payload(path: Path, fmt: str, max_version: int, error: type[Imag
         raise error(f"{path}: corrupt or not a {what} ({type(exc).__name__}); {hint}") from None
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise error(f"{path}: not an imagerec {what}; {hint}")
-    if payload.get("format_version", 0) > max_version:
+    version = payload.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise error(f"{path}: {what} has an invalid format_version {version!r}; {hint}")
+    if version > max_version:
         raise error(f"{path}: {what} format {payload['format_version']} is newer than this imagerec supports; upgrade imagerec")
     return payload
 
@@ -118,6 +171,7 @@ def load_model(path: Path) -> EmbeddingModel:
     """Load and verify a model file; raises ``ModelFileError`` with what to do on any problem."""
     path = Path(path)
     payload = load_tagged_payload(path, MODEL_FORMAT, FORMAT_VERSION, ModelFileError, "model file", _HINT)
+    _check_model_fields(path, payload)
     try:
         spec = ModelSpec.from_dict(payload["spec"])
         backbone = architecture(spec.arch).build(spec)
@@ -129,5 +183,22 @@ def load_model(path: Path) -> EmbeddingModel:
     model_id = compute_model_id(spec, payload["state_dict"])
     if model_id != payload.get("model_id"):
         raise ModelFileError(f"{path}: model id check failed (file altered or damaged); {_HINT}")
+    check_checksum(payload, lambda reason: ModelFileError(f"{path}: {reason}; {_HINT}"))
     backbone.eval()
     return EmbeddingModel(spec, model_id, backbone, dict(payload.get("info", {})))
+
+
+_MODEL_FIELDS = {"spec": dict, "state_dict": dict, "model_id": str, "info": dict}
+
+
+def _check_model_fields(path: Path, payload: dict[str, Any]) -> None:
+    """Every entry of the expected type (``info`` may be absent), so nothing below meets a TypeError."""
+    for key, kind in _MODEL_FIELDS.items():
+        if key == "info" and key not in payload:
+            continue
+        if not isinstance(payload.get(key), kind):
+            got = "missing" if key not in payload else f"a {type(payload[key]).__name__}"
+            raise ModelFileError(f"{path}: '{key}' should be a {kind.__name__}, is {got}; {_HINT}")
+    bad = [k for k, v in payload["state_dict"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ModelFileError(f"{path}: state_dict entry {bad[0]!r} is not a named tensor; {_HINT}")

@@ -56,15 +56,18 @@ class ChunkPlan:
 def plan_chunk(
     chunk: Sequence[ScannedFile],
     stored: Mapping[bytes, StoredState],
-    skipped: Mapping[bytes, tuple[int, int]],
+    skipped: Mapping[bytes, tuple],
     hist_key: str,
     model_id: str | None,
+    skip_key: str | None = None,
+    retry_skipped: bool = False,
 ) -> ChunkPlan:
-    """Classify ``chunk`` against its ``stored`` states and ``skipped`` (size, mtime) records.
+    """Classify ``chunk`` against its ``stored`` states and ``skipped`` (size, mtime[, settings]) records.
 
     Same (size, mtime) and histogram key: unchanged, or embedding-only when ``model_id`` is set and
-    differs from the stored one. A skip record with the same (size, mtime): skipped-known. Anything
-    else (new, changed, other histogram settings, a file that was fixed) is decoded again.
+    differs from the stored one. A skip record with the same (size, mtime) and, when ``skip_key`` is
+    given, recorded under those load settings: skipped-known (never with ``retry_skipped``). Anything
+    else (new, changed, other histogram or load settings, a file that was fixed) is decoded again.
     """
     items: list[WorkItem] = []
     unchanged = skipped_known = 0
@@ -76,11 +79,17 @@ def plan_chunk(
                 unchanged += 1
             else:
                 items.append(WorkItem(scanned, state.image_id, embedding_only=True))
-        elif state is None and skipped.get(scanned.rel_path) == (scanned.size, scanned.mtime_ns):
+        elif state is None and not retry_skipped and _same_skip(skipped.get(scanned.rel_path), scanned, skip_key):
             skipped_known += 1
         else:
             items.append(WorkItem(scanned, None, embedding_only=False))
     return ChunkPlan(tuple(items), unchanged, skipped_known)
+
+
+def _same_skip(record: tuple | None, scanned: ScannedFile, skip_key: str | None) -> bool:
+    if record is None or tuple(record[:2]) != (scanned.size, scanned.mtime_ns):
+        return False
+    return skip_key is None or (len(record) > 2 and record[2] == skip_key)
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

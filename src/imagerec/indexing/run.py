@@ -31,6 +31,7 @@ from imagerec.indexing.summary import IndexProgress, IndexSummary
 from imagerec.indexing.writer import BatchSink, IndexWriter
 from imagerec.progress import ProgressCallback
 from imagerec.store import Store
+from imagerec.store.lock import writer_lock
 
 __all__ = ["IndexSettings", "IndexSummary", "index_collection", "index_settings", "load_index_embedder", "local_executor",
            "make_sink", "run_index"]
@@ -47,6 +48,7 @@ class IndexSettings:
     batch_size: int  # images per model batch and per transaction
     workers: int
     removal: "RemovalGuard"
+    retry_skipped: bool = False  # decode files recorded as skipped even if nothing changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,8 @@ class RemovalGuard:
         return self.prune or gone == 0 or (gone < stored and gone <= self.max_fraction * stored)
 
 
-def index_settings(config: Config, embedder: Embedder | None, prune: bool = False) -> IndexSettings:
+def index_settings(config: Config, embedder: Embedder | None, prune: bool = False,
+                   retry_skipped: bool = False) -> IndexSettings:
     """The settings of an index run of ``config`` with ``embedder`` (None: histograms and hashes only)."""
     preprocess = embedder.preprocess if embedder is not None else None
     min_side = decode_min_side(preprocess.min_side if preprocess is not None else None)
@@ -78,7 +81,7 @@ def index_settings(config: Config, embedder: Embedder | None, prune: bool = Fals
     )
     return IndexSettings(ScanSettings(Path(config.data.image_root), config.index.follow_symlinks), decode,
                          config.index.batch_size, config.index.workers or os.cpu_count() or 1,
-                         RemovalGuard(config.index.max_removal_fraction, prune))
+                         RemovalGuard(config.index.max_removal_fraction, prune), retry_skipped)
 
 
 def load_index_embedder(config: Config) -> Embedder | None:
@@ -105,6 +108,7 @@ def index_collection(
     embedder: Embedder | None = None,
     executor: Executor | None = None,
     prune: bool = False,
+    retry_skipped: bool = False,
 ) -> IndexSummary:
     """Index ``config.data.image_root`` into ``config.output.layout.db``; returns what was done.
 
@@ -114,17 +118,19 @@ def index_collection(
     Ctrl-C stops after committing finished work; the summary then has ``interrupted=True``.
     Rows of files that are gone are removed unless that would be more than ``index.max_removal_fraction``
     of the collection (or all of it): then they are kept (``removal_held``) unless ``prune`` is True.
+    Skipped files are tried again when the load settings they were skipped under changed, or all with ``retry_skipped``.
     """
     started = time.perf_counter()
     root = Path(config.data.image_root)
     if not root.is_dir():
         raise ImagerecError(f"data.image_root: {root} is not a folder; fix it in {config.source or 'the config'}")
-    if embedder is None:
-        embedder = load_index_embedder(config)
-    settings = index_settings(config, embedder, prune)
-    if executor is None:
-        executor = local_executor(settings, embedder)
-    summary = run_index(settings, config.output.layout.db, embedder, executor, progress)
+    with writer_lock(config.output.layout.index_lock):  # first: a second writer learns it at once
+        if embedder is None:
+            embedder = load_index_embedder(config)
+        settings = index_settings(config, embedder, prune, retry_skipped)
+        if executor is None:
+            executor = local_executor(settings, embedder)
+        summary = run_index(settings, config.output.layout.db, embedder, executor, progress)
     summary.elapsed_s = time.perf_counter() - started  # the whole command, model loading included
     return summary
 
@@ -166,7 +172,7 @@ def run_index(
 def make_sink(store: Store, settings: IndexSettings, embedder: Embedder | None, summary: IndexSummary,
               tracker: IndexProgress) -> BatchSink:
     """The embed step and the writer behind a batcher of ``settings.batch_size``."""
-    writer = IndexWriter(store, settings.decode.histogram.key, summary, tracker)
+    writer = IndexWriter(store, settings.decode.histogram.key, summary, tracker, settings.decode.load.skip_key)
     return BatchSink(settings.batch_size, EmbedStep(embedder, summary.stage_s), writer)
 
 
@@ -176,7 +182,7 @@ def _plan(store: Store, settings: IndexSettings, summary: IndexSummary, tracker:
         paths = [f.rel_path for f in chunk]
         store.mark_seen(paths)
         plan = plan_chunk(chunk, store.lookup(paths), store.lookup_skipped(paths), settings.decode.histogram.key,
-                          summary.model_id)
+                          summary.model_id, settings.decode.load.skip_key, settings.retry_skipped)
         summary.unchanged += plan.unchanged
         summary.skipped_known += plan.skipped_known
         if plan.unchanged or plan.skipped_known:

@@ -8,6 +8,7 @@ from typing import Any
 
 from imagerec.data.scan import ScanStats
 from imagerec.progress import ProgressCallback, report
+from imagerec.store.records import printable
 
 STAGE = "index"  # the ProgressEvent stage of an index run
 
@@ -58,16 +59,19 @@ def format_summary(s: IndexSummary) -> str:
         f"indexed {s.indexed} new, {s.updated} updated, {s.embedded} embeddings added, "
         f"{s.unchanged} unchanged, {s.removed} removed",
         f"skipped {skipped} this run" + (f" ({reasons})" if reasons else "")
-        + (f"; {s.skipped_known} skipped before and unchanged" if s.skipped_known else ""),
+        + (f"; {s.skipped_known} skipped before and unchanged ('index --retry-skipped' tries them again)"
+           if s.skipped_known else ""),
         f"{s.processed} images in {s.elapsed_s:.1f} s ({s.images_per_second:.1f} images/s)",
     ]
-    passed = {"non-image files": s.scan.non_image_files, "hidden entries": s.scan.hidden,
+    passed = {"non-image files": s.scan.non_image_files, "files without an extension": s.scan.no_extension,
+              "files deleted since the scan": s.vanished, "paths longer than PATH_MAX": s.scan.path_too_long,
+              "hidden entries": s.scan.hidden,
               "symlinks": s.scan.symlinks, "special files": s.scan.special_files}
     passed_text = ", ".join(f"{n} {what}" for what, n in passed.items() if n)
     if passed_text:
         lines.append(f"passed over: {passed_text}")
     for folder in s.scan.unreadable_dirs:
-        lines.append(f"warning: cannot read folder {folder}")
+        lines.append(f"warning: cannot read folder {printable(folder)}")
     if s.removal_held:
         lines.append(f"warning: kept {s.removal_held} images whose files were not found (an unmounted drive or a wrong "
                      "image root would look the same); if they are really gone, run 'index --prune' to remove them")

@@ -21,8 +21,9 @@ from imagerec.store import ImageRecord, SkipRecord, Store
 class IndexWriter:
     """Writes batches into ``store`` and counts what each did into ``summary``; reports progress per batch."""
 
-    def __init__(self, store: Store, hist_key: str, summary: IndexSummary, progress: IndexProgress):
+    def __init__(self, store: Store, hist_key: str, summary: IndexSummary, progress: IndexProgress, skip_key: str = ""):
         self.store = store
+        self.skip_key = skip_key
         self.hist_key = hist_key
         self.summary = summary
         self.progress = progress
@@ -61,7 +62,7 @@ class IndexWriter:
                 self.summary.vanished += 1
                 continue
             f = d.item.file
-            skips.append(SkipRecord(f.rel_path, f.size, f.mtime_ns, d.error.reason, d.error.detail))
+            skips.append(SkipRecord(f.rel_path, f.size, f.mtime_ns, d.error.reason, d.error.detail, self.skip_key))
         return skips
 
 

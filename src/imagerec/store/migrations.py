@@ -53,8 +53,14 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+def m002_skip_settings(db: sqlite3.Connection) -> None:
+    """Each skip record keeps the settings it depended on (``LoadSettings.skip_key``); old ones get '' = unknown,
+    so they are retried once."""
+    db.execute("ALTER TABLE skipped ADD COLUMN settings TEXT NOT NULL DEFAULT ''")
+
+
 #: Applied in order, each once; ``PRAGMA user_version`` counts how many have run.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_skip_settings]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from imagerec.errors import StoreError
+
 
 @dataclass(frozen=True, slots=True)
 class StoredState:
@@ -45,6 +47,7 @@ class SkipRecord:
     mtime_ns: int
     reason: str
     detail: str
+    settings: str = ""  # the load settings the skip depended on (a change means: retry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,22 +83,47 @@ class FeatureRows:
         return len(self.ids)
 
     @classmethod
-    def from_rows(cls, rows: Sequence[tuple]) -> "FeatureRows":
-        """From (id, path, histogram blob, dhash, vector blob) rows."""
+    def from_rows(cls, rows: Sequence[tuple], db: Path | str = "images.db") -> "FeatureRows":
+        """From (id, path, histogram blob, dhash, vector blob) rows; a blob of the wrong size is a ``StoreError``."""
         n = len(rows)
         if n == 0:
             empty = np.zeros((0, 0), dtype=np.float32)
             return cls(np.zeros(0, np.int64), [], empty, empty, np.zeros(0, np.int64))
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        hists = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(n, -1)
+        hists = stack_blobs([r[0] for r in rows], [r[2] for r in rows], "histogram", db)
         hashes = np.fromiter((r[3] for r in rows), dtype=np.int64, count=n)
-        vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype="<f4").reshape(n, -1)
+        vectors = stack_blobs([r[0] for r in rows], [r[4] for r in rows], "embedding", db)
         return cls(ids, [r[1] for r in rows], vectors, hists, hashes)
+
+
+def check_blob(image_id: int, blob: object, what: str, db: Path | str, expected: int | None = None) -> None:
+    """Raise a ``StoreError`` naming ``image_id`` unless ``blob`` is float32 bytes (of ``expected`` bytes if given)."""
+    size = len(blob) if isinstance(blob, bytes) else -1
+    if size <= 0 or size % 4 or (expected is not None and size != expected):
+        want = f"{expected} bytes" if expected is not None else "a non-empty multiple of 4 bytes"
+        got = f"{size} bytes" if size >= 0 else f"a {type(blob).__name__}"
+        raise StoreError(f"{db}: image id {image_id} has a damaged {what} ({got}, expected {want}); "
+                         f"run 'imagerec doctor --repair' to drop such rows (the next 'index' recomputes them)")
+
+
+def stack_blobs(ids: Sequence[int], blobs: Sequence[bytes], what: str, db: Path | str) -> np.ndarray:
+    """(n, d) float32 from equal-sized float32 BLOBs; d is the size most rows have, any other is a ``StoreError``."""
+    sizes = [len(b) if isinstance(b, bytes) else -1 for b in blobs]
+    expected = max(set(sizes), key=sizes.count)
+    for image_id, blob, size in zip(ids, blobs, sizes):
+        if size != expected or size <= 0 or size % 4:
+            check_blob(image_id, blob, what, db, expected if expected > 0 and expected % 4 == 0 else None)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
 
 
 def display_path(rel_path: bytes) -> str:
     """A printable form of a stored path (undecodable bytes shown as \\x escapes)."""
     return rel_path.decode("utf-8", errors="backslashreplace")
+
+
+def printable(text: str) -> str:
+    """``text`` on one terminal line: control characters (newline, carriage return, escape...) shown escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def absolute_path(image_root: Path, rel_path: bytes) -> bytes:

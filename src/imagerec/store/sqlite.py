@@ -27,8 +27,10 @@ import numpy as np
 
 from imagerec.closing import Closing
 from imagerec.errors import StoreError
+from imagerec.store.guard import GuardedConnection, explain as _explain
 from imagerec.store.migrations import MIGRATIONS, SCHEMA_VERSION
-from imagerec.store.records import FeatureRows, ImageRecord, SkipRecord, StoredImage, StoredState, WriteResult
+from imagerec.store.records import (FeatureRows, ImageRecord, SkipRecord, StoredImage, StoredState, WriteResult, check_blob,
+                                    stack_blobs)
 from imagerec.vectors import from_blob, to_blob
 
 MODEL_ID_KEY = "model_id"
@@ -46,7 +48,8 @@ class Store(Closing):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             # percent-encode: a '?', '#' or '%' in the path would otherwise be read as URI syntax
             uri = f"file:{urllib.parse.quote(os.fsencode(self.path))}?mode=ro" if readonly else str(self.path)
-            self._db = sqlite3.connect(uri, uri=readonly, isolation_level=None, timeout=busy_timeout_s, check_same_thread=False)
+            self._db = GuardedConnection(sqlite3.connect(uri, uri=readonly, isolation_level=None, timeout=busy_timeout_s,
+                                                         check_same_thread=False), self.path)
         except sqlite3.DatabaseError as exc:
             raise StoreError(_explain(self.path, exc)) from None
         except OSError as exc:
@@ -57,10 +60,8 @@ class Store(Closing):
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate(readonly)
-        except BaseException as exc:
+        except BaseException:
             self._db.close()
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise StoreError(_explain(self.path, exc)) from None
             raise
 
     def close(self) -> None:
@@ -87,25 +88,20 @@ class Store(Closing):
         return self._db.execute("PRAGMA user_version").fetchone()[0]
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[GuardedConnection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception, errors made readable."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(_explain(self.path, exc)) from None
+        self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
-        except BaseException as exc:
+        except BaseException:
             self._rollback()
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise StoreError(_explain(self.path, exc)) from None
             raise
         else:
             try:
                 self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
+            except StoreError:
                 self._rollback()
-                raise StoreError(_explain(self.path, exc)) from None
+                raise
 
     def _rollback(self) -> None:
         if self._db.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
@@ -148,13 +144,13 @@ class Store(Closing):
         )
         return {row[0]: StoredState(*row[1:]) for row in rows}
 
-    def lookup_skipped(self, paths: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
-        """(size, mtime_ns) of those of ``paths`` recorded as skipped."""
+    def lookup_skipped(self, paths: Sequence[bytes]) -> dict[bytes, tuple[int, int, str]]:
+        """(size, mtime_ns, settings) of those of ``paths`` recorded as skipped."""
         if not paths:
             return {}
         marks = ",".join("?" * len(paths))
-        rows = self._db.execute(f"SELECT path, size, mtime_ns FROM skipped WHERE path IN ({marks})", list(paths))
-        return {row[0]: (row[1], row[2]) for row in rows}
+        rows = self._db.execute(f"SELECT path, size, mtime_ns, settings FROM skipped WHERE path IN ({marks})", list(paths))
+        return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
     def begin_scan(self) -> None:
         """Start tracking which paths a scan saw (a temp table, so memory stays flat)."""
@@ -213,10 +209,10 @@ class Store(Closing):
             for skip in skips:
                 db.execute("DELETE FROM images WHERE path = ?", (skip.path,))
                 db.execute(
-                    "INSERT INTO skipped(path, size, mtime_ns, reason, detail, recorded_at) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
-                    "reason = excluded.reason, detail = excluded.detail, recorded_at = excluded.recorded_at",
-                    (skip.path, skip.size, skip.mtime_ns, skip.reason, skip.detail, now),
+                    "INSERT INTO skipped(path, size, mtime_ns, reason, detail, settings, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, reason = excluded.reason, "
+                    "detail = excluded.detail, settings = excluded.settings, recorded_at = excluded.recorded_at",
+                    (skip.path, skip.size, skip.mtime_ns, skip.reason, skip.detail, skip.settings, now),
                 )
             if records or embeddings or skips:
                 self._bump_version(db)
@@ -256,10 +252,13 @@ class Store(Closing):
             f"LEFT JOIN embeddings e ON e.image_id = i.id AND e.model_id IS ? WHERE i.id IN ({marks})",
             [model_id, *ids],
         )
-        return [
-            StoredImage(r[0], r[1], r[2], r[3], from_blob(r[4]), r[5], None if r[6] is None else from_blob(r[6]))
-            for r in rows
-        ]
+        out = []
+        for r in rows:
+            check_blob(r[0], r[4], "histogram", self.path)
+            if r[6] is not None:
+                check_blob(r[0], r[6], "embedding", self.path)
+            out.append(StoredImage(r[0], r[1], r[2], r[3], from_blob(r[4]), r[5], None if r[6] is None else from_blob(r[6])))
+        return out
 
     def find_by_path(self, rel_path: bytes) -> int | None:
         row = self._db.execute("SELECT id FROM images WHERE path = ?", (rel_path,)).fetchone()
@@ -270,7 +269,7 @@ class Store(Closing):
         sql = "SELECT image_id, vector FROM embeddings WHERE model_id = ? AND image_id > ? ORDER BY image_id LIMIT ?"
         for rows in self._pages(sql, model_id, chunk_size, after_id):
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            yield ids, np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+            yield ids, stack_blobs(ids.tolist(), [r[1] for r in rows], "embedding", self.path)
 
     def _pages(self, sql: str, model_id: str, chunk_size: int, after_id: int) -> Iterator[list[tuple]]:
         """Keyset pagination: ``sql`` takes (model_id, last id, limit) and returns rows whose first column is the id."""
@@ -280,7 +279,34 @@ class Store(Closing):
             yield rows
 
     def integrity_check(self) -> str:
-        return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+        """SQLite's ``PRAGMA integrity_check``: "ok" for a sound file, else its first 20 findings joined by '; '."""
+        return "; ".join(row[0] for row in self._db.execute("PRAGMA integrity_check(20)"))
+
+    def missing_tables(self) -> list[str]:
+        """Tables of the schema that are not in the file (dropped by hand or lost to damage)."""
+        present = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return [t for t in ("images", "embeddings", "skipped", "meta") if t not in present]
+
+    def bad_blob_ids(self, histogram_key: str, histogram_bytes: int) -> tuple[list[int], list[int]]:
+        """Ids of images whose ``histogram_key`` histogram is not ``histogram_bytes`` long, and of those whose
+        embedding has a size other than most of its model's (or is not a BLOB)."""
+        hists = [r[0] for r in self._db.execute(
+            "SELECT id FROM images WHERE histogram_key = ? AND (typeof(histogram) != 'blob' OR length(histogram) != ?) "
+            "ORDER BY id", (histogram_key, histogram_bytes))]
+        common = {m: n for m, n, _ in self._db.execute(
+            "SELECT model_id, length(vector) AS n, COUNT(*) AS c FROM embeddings WHERE typeof(vector) = 'blob' "
+            "GROUP BY model_id, n ORDER BY c")}  # the most common size of each model comes last and wins
+        vectors = [image_id for image_id, model_id, kind, n in self._db.execute(
+            "SELECT image_id, model_id, typeof(vector), length(vector) FROM embeddings ORDER BY image_id")
+            if kind != "blob" or n != common.get(model_id) or n % 4]
+        return hists, vectors
+
+    def drop_rows(self, image_ids: Sequence[int], embedding_ids: Sequence[int]) -> None:
+        """Delete those images (their embeddings go with them) and those embeddings; the next index recomputes them."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM images WHERE id = ?", ((i,) for i in image_ids))
+            db.executemany("DELETE FROM embeddings WHERE image_id = ?", ((i,) for i in embedding_ids))
+            self._bump_version(db)
 
     def file_size(self) -> int:
         """Bytes on disk, WAL included."""
@@ -338,14 +364,14 @@ class Store(Closing):
                 f"WHERE e.model_id = ? AND i.id IN ({marks}) ORDER BY i.id",
                 [model_id, *chunk],
             ).fetchall())
-        return FeatureRows.from_rows([row for part in parts for row in part])
+        return FeatureRows.from_rows([row for part in parts for row in part], self.path)
 
     def iter_features(self, model_id: str, chunk_size: int = 10_000, after_id: int = 0) -> Iterator[FeatureRows]:
         """All images with a ``model_id`` embedding, ``chunk_size`` rows at a time, in id order."""
         sql = ("SELECT i.id, i.path, i.histogram, i.dhash, e.vector FROM images i JOIN embeddings e ON e.image_id = i.id "
                "WHERE e.model_id = ? AND i.id > ? ORDER BY i.id LIMIT ?")
         for rows in self._pages(sql, model_id, chunk_size, after_id):
-            yield FeatureRows.from_rows(rows)
+            yield FeatureRows.from_rows(rows, self.path)
 
 
 def _put_embedding(db: sqlite3.Connection, image_id: int, vector: np.ndarray, model_id: str) -> None:
@@ -354,16 +380,3 @@ def _put_embedding(db: sqlite3.Connection, image_id: int, vector: np.ndarray, mo
         "ON CONFLICT(image_id) DO UPDATE SET model_id = excluded.model_id, vector = excluded.vector",
         (image_id, model_id, to_blob(vector)),
     )
-
-
-def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return f"{path}: database is locked by another imagerec process; wait for it to finish (or stop it) and retry"
-    if "full" in text:
-        return f"{path}: disk is full; nothing from the failed batch was written. Free space and re-run to resume"
-    if "not a database" in text or "malformed" in text:
-        return f"{path}: not a valid imagerec database ({text}); move it away and re-run 'index'"
-    if "readonly" in text or "read-only" in text:
-        return f"{path}: database is read-only; check the permissions of {path.parent}"
-    return f"{path}: database error: {text}"

@@ -7,6 +7,8 @@ from typing import Any
 
 from imagerec.ann import ann_state
 from imagerec.config import Config
+from imagerec.data.features import HistogramSpec
+from imagerec.errors import StoreError
 from imagerec.store import Store
 
 
@@ -46,3 +48,45 @@ def collection_status(config: Config) -> CollectionStatus:
             schema_version=store.schema_version,
         )
 
+
+
+def skipped_files(config: Config) -> list[tuple[bytes, str, str]]:
+    """(path, reason, detail) of every file recorded as skipped, ordered by path."""
+    with Store(config.output.layout.db, readonly=True) as store:
+        return list(store.iter_skipped())
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """What ``doctor`` found: SQLite's integrity check and the rows whose BLOBs have the wrong size."""
+
+    db_path: str
+    integrity: str
+    bad_histograms: list[int]
+    bad_embeddings: list[int]
+    repaired: bool
+
+    @property
+    def healthy(self) -> bool:
+        return self.integrity == "ok" and not self.bad_histograms and not self.bad_embeddings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "healthy": self.healthy}
+
+
+def check_collection(config: Config, repair: bool = False) -> DoctorReport:
+    """Check ``config``'s database; with ``repair``, drop rows with damaged BLOBs so the next index recomputes them."""
+    spec = HistogramSpec(config.features.histogram.space, config.features.histogram.bins)
+    db = config.output.layout.db
+    with Store(db, readonly=not repair) as store:
+        try:
+            integrity = store.integrity_check()
+        except StoreError as exc:  # damaged beyond what the check itself can read
+            return DoctorReport(str(db), f"unreadable: {exc}", [], [], False)
+        missing = store.missing_tables()
+        if missing:
+            return DoctorReport(str(db), f"missing tables: {', '.join(missing)}", [], [], False)
+        hists, vectors = store.bad_blob_ids(spec.key, spec.size * 4)
+        if repair and (hists or vectors):
+            store.drop_rows(hists, vectors)
+    return DoctorReport(str(db), integrity, hists, vectors, repair and bool(hists or vectors))

@@ -11,7 +11,9 @@ set gets a new cache (older ``train_*`` files are removed). Images are decoded w
 ``loading.load_image`` + ``features.model_input``, i.e. exactly as ``index`` feeds the model. Broken
 images keep an all-zero row, are marked ``ok: false`` and listed under ``skipped`` with the reason.
 The array is written to a temp file and renamed, then the sidecar is written; the sidecar is the
-"complete" marker, so an interrupted build is simply rebuilt. Decoding runs through the indexer's
+"complete" marker, so an interrupted build is simply rebuilt; a killed build's temporaries are removed
+by the next one. The array's space is reserved (``posix_fallocate``) before it is mapped, so a full
+disk is a ``DiskFullError`` before any decoding, not a SIGBUS mid-write. Decoding runs through the indexer's
 ``LocalExecutor`` (spawned workers, a crashing decoder costs one image: reason ``decoder_crash``).
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imagerec.atomic import atomic_write, commit, temp_path
+from imagerec.atomic import atomic_write, commit, held_temp, remove_stale_temps, reserve
 from imagerec.data import loading
 from imagerec.data.scan import ScannedFile
 from imagerec.embed.base import Preprocess
@@ -39,6 +42,7 @@ CACHE_FORMAT = "imagerec.train_cache"
 CACHE_VERSION = 1
 JOB_SIZE = 16  # images per worker job
 STAGE = "decode"  # the ProgressEvent stage of a cache build
+_CACHE_FILE = re.compile(r"train_[0-9a-f]{20}\.(u8|json)")
 
 Row = tuple[int, ScannedFile]  # (row in the cache, file)
 RowResult = tuple[int, "np.ndarray | None", "str | None"]  # (row, pixels, None) or (row, None, reason)
@@ -93,6 +97,8 @@ def open_or_build_cache(
     cache_dir = Path(cache_dir)
     data_path, meta_path = cache_dir / f"train_{key}.u8", cache_dir / f"train_{key}.json"
     if not (meta_path.exists() and data_path.exists()):
+        for name in ("train_*.u8", "train_*.json"):
+            remove_stale_temps(cache_dir / name)
         settings = CacheDecodeSettings(os.fsencode(root), load, Preprocess(image_size))
         decoded = _build(files, settings, data_path, meta_path, workers, progress)
         _remove_stale(cache_dir, keep=key)
@@ -120,10 +126,11 @@ def _build(
     n, size = len(files), settings.preprocess.input_size
     ok = np.zeros(n, dtype=bool)
     skipped: list[tuple[str, str]] = []
-    tmp = temp_path(data_path)
-    try:
+    with held_temp(data_path) as tmp:
         if n:
-            out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size, 3))
+            with open(tmp, "r+b") as fh:
+                reserve(fh.fileno(), n * size * size * 3, data_path)
+            out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(n, size, size, 3))
             done = 0
             with closing(_decode(files, settings, workers)) as jobs:
                 for results in jobs:
@@ -138,9 +145,6 @@ def _build(
             out.flush()
             del out
         commit(tmp, data_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     meta = {
         "format": CACHE_FORMAT, "format_version": CACHE_VERSION, "key": data_path.stem.removeprefix("train_"),
         "image_size": size, "paths": [_path_text(f.rel_path) for f in files], "ok": ok.tolist(),
@@ -178,8 +182,9 @@ def _crashed(item: Row) -> RowResult:
 
 
 def _remove_stale(cache_dir: Path, keep: str) -> None:
+    """Older caches only (temporaries are left to ``remove_stale_temps``: a live build's are locked)."""
     for path in cache_dir.glob("train_*"):
-        if not path.name.startswith(f"train_{keep}."):
+        if _CACHE_FILE.fullmatch(path.name) and not path.name.startswith(f"train_{keep}."):
             path.unlink(missing_ok=True)
 
 

@@ -5,13 +5,17 @@ Format (``output.dir/checkpoints/checkpoint.pt``, ``torch.save``, read with ``we
     {"format": "imagerec.train_checkpoint", "format_version": 1,
      "compat": {settings and cache key that must match to resume},
      "state": {RunState fields}, "backbone": ..., "head": ..., "optimizer": ..., "scheduler": ...,
-     "rng": {"python", "numpy", "torch", "cuda", "augment"}}
+     "rng": {"python", "numpy", "torch", "cuda", "augment"}, "checksum": sha256 of the rest}
+
+Before anything is restored the checksum is verified and every entry type-checked; a damaged or
+foreign checkpoint is a one-line ``TrainError``, never a silent resume. Checkpoints without a
+checksum (written before it existed) are accepted after the structural checks.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from imagerec.embed.files import atomic_torch_save, load_tagged_payload
+from imagerec.embed.files import atomic_torch_save, check_checksum, load_tagged_payload
 from imagerec.errors import TrainError
 
 CHECKPOINT_FORMAT = "imagerec.train_checkpoint"
 CHECKPOINT_VERSION = 1
+_HINT = "start without --resume"
+_PARTS = {"compat": dict, "state": dict, "backbone": dict, "head": dict, "optimizer": dict, "scheduler": dict, "rng": dict}
+_RNG_KEYS = ("python", "numpy", "torch", "cuda", "augment")
+_STATE_TYPES = {"run": (str,), "epoch": (int,), "step_in_epoch": (int,), "global_step": (int,), "loss_sum": (float, int),
+                "loss_count": (int,), "train_s": (float, int), "best": (dict,), "best_model_id": (str, type(None)),
+                "history": (list,)}
 
 
 @dataclass
@@ -67,20 +77,46 @@ def save_checkpoint(path: Path, compat: dict[str, Any], state: RunState, parts: 
 
 def load_checkpoint(path: Path, compat: dict[str, Any], parts: Resumable) -> RunState:
     """Restore ``parts`` and the RNGs from ``path``; TrainError if it was made with other ``compat`` settings."""
-    payload = load_tagged_payload(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, TrainError, "training checkpoint",
-                                  "start without --resume")
+    payload = load_tagged_payload(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, TrainError, "training checkpoint", _HINT)
+    check_checksum(payload, lambda reason: TrainError(f"{path}: training checkpoint {reason}; {_HINT}"))
+    state = _checked_state(path, payload)
     saved = payload["compat"]
     changed = [k for k in compat if saved.get(k) != compat[k]]
     if changed:
         what = ", ".join(f"{k} {saved.get(k)!r} → {compat[k]!r}" for k in changed)
         raise TrainError(f"cannot resume: the checkpoint was made with different settings or images ({what}); "
                          "restore them or start without --resume")
-    parts.backbone.load_state_dict(payload["backbone"])
-    parts.head.load_state_dict(payload["head"])
-    parts.optimizer.load_state_dict(payload["optimizer"])
-    parts.scheduler.load_state_dict(payload["scheduler"])
-    set_rng_state(payload["rng"], parts.augment_gen)
-    return RunState(**payload["state"])
+    try:
+        parts.backbone.load_state_dict(payload["backbone"])
+        parts.head.load_state_dict(payload["head"])
+        parts.optimizer.load_state_dict(payload["optimizer"])
+        parts.scheduler.load_state_dict(payload["scheduler"])
+        set_rng_state(payload["rng"], parts.augment_gen)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise TrainError(f"{path}: damaged training checkpoint ({type(exc).__name__}: {first}); {_HINT}") from None
+    return state
+
+
+def _checked_state(path: Path, payload: dict[str, Any]) -> RunState:
+    """The checkpoint's RunState after checking every entry's type (TrainError naming the first bad one)."""
+    def bad(what: str) -> TrainError:
+        return TrainError(f"{path}: damaged training checkpoint ({what}); {_HINT}")
+
+    for key, kind in _PARTS.items():
+        if not isinstance(payload.get(key), kind):
+            raise bad(f"'{key}' missing" if key not in payload else f"'{key}' is a {type(payload[key]).__name__}")
+    missing = [k for k in _RNG_KEYS if k not in payload["rng"]]
+    if missing:
+        raise bad(f"rng '{missing[0]}' missing")
+    state = payload["state"]
+    names = {f.name for f in fields(RunState)}
+    if set(state) != names:
+        raise bad(f"state keys {sorted(set(state) ^ names)} missing or unknown")
+    for key, kinds in _STATE_TYPES.items():
+        if not isinstance(state[key], kinds) or (isinstance(state[key], bool) and bool not in kinds):
+            raise bad(f"state '{key}' is a {type(state[key]).__name__}")
+    return RunState(**state)
 
 
 def rng_state(augment_gen: torch.Generator) -> dict[str, Any]:

@@ -11,8 +11,9 @@ neighbours when images sit in class folders), one log line to the caller and to
 a full checkpoint (model, head, optimiser, scheduler, position, RNG states) written atomically to
 ``output.dir/checkpoints/checkpoint.pt`` (also every ``train.checkpoint_every_steps`` steps).
 ``resume=True`` continues exactly where the checkpoint left off, mid-epoch included. The first
-Ctrl-C finishes the current step, checkpoints and returns; a second one stops at once (the last
-checkpoint is kept).
+Ctrl-C is acknowledged at once, finishes the current step, checkpoints and returns; a second one
+stops at once (the last checkpoint is kept; a save in progress completes first). Temporaries a
+killed run left beside the checkpoint, the model file and in the cache are removed at the start.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from typing import Any
 
 import torch
 
+from imagerec.atomic import remove_stale_temps
 from imagerec.config import Config, TrainConfig
 from imagerec.embed.base import ModelSpec
 from imagerec.embed.device import select_device, set_torch_threads
 from imagerec.embed.files import save_model
 from imagerec.errors import Interrupted, TrainError
+from imagerec.procs import interrupt_acknowledged, say_now
 from imagerec.progress import ProgressCallback, report
 from imagerec.train.augment import AugmentSettings
 from imagerec.train.checkpoint import Resumable, RunState, load_checkpoint, save_checkpoint
@@ -68,6 +71,8 @@ def train_embeddings(
     device = select_device(settings.device)
     set_torch_threads(settings.threads, device)
     ckpt_path = settings.layout.checkpoint
+    for target in (ckpt_path, settings.layout.model):
+        remove_stale_temps(target)
     if resume and not ckpt_path.exists():
         raise TrainError(f"no checkpoint at {ckpt_path}; start without --resume")
     data = prepare_data(settings, progress, say)
@@ -253,7 +258,7 @@ class StopOnSigint:
     """First Ctrl-C sets ``requested`` (the loop checkpoints and returns); a second raises at once."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.requested = interrupt_acknowledged()  # a Ctrl-C whose KeyboardInterrupt a finaliser swallowed
         self._previous: Any = None
 
     def __enter__(self) -> "StopOnSigint":
@@ -265,6 +270,7 @@ class StopOnSigint:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        say_now("stopping: finishing the current step, then saving a checkpoint… (Ctrl-C again to stop at once)")
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:

@@ -63,12 +63,12 @@ def store(db_path):
 # -- schema -------------------------------------------------------------------------------------
 
 
-def test_new_database_gets_schema_v1_and_wal(store, db_path):
+def test_new_database_gets_the_current_schema_and_wal(store, db_path):
     assert db_path.is_file()  # parent folder created
-    assert SCHEMA_VERSION == 1
-    assert store.schema_version == 1
+    assert SCHEMA_VERSION == 2
+    assert store.schema_version == 2
     with _raw(db_path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"images", "embeddings", "skipped", "meta"} <= tables
@@ -81,7 +81,7 @@ def test_reopen_keeps_data_and_does_not_migrate_again(db_path):
     with Store(db_path) as s:
         s.write_batch([_record(b"a.jpg")])
     with Store(db_path) as s:
-        assert s.schema_version == 1
+        assert s.schema_version == 2
         assert s.count_images() == 1
         assert s.data_version == 1
 
@@ -167,7 +167,7 @@ def test_skip_record_replaces_image_row_and_its_embedding(store, db_path):
     store.write_batch(skips=[SkipRecord(b"a.jpg", 12, 34, "truncated", "image file is truncated")])
     assert store.lookup([b"a.jpg"]) == {}
     assert store.find_by_path(b"a.jpg") is None
-    assert store.lookup_skipped([b"a.jpg", b"b.jpg"]) == {b"a.jpg": (12, 34)}
+    assert store.lookup_skipped([b"a.jpg", b"b.jpg"]) == {b"a.jpg": (12, 34, "")}
     assert store.get_images([a_id], "m1") == []
     with _raw(db_path) as db:
         assert db.execute("SELECT COUNT(*) FROM embeddings WHERE image_id = ?", (a_id,)).fetchone()[0] == 0
@@ -179,7 +179,7 @@ def test_skip_record_replaces_image_row_and_its_embedding(store, db_path):
 def test_image_row_replaces_skip_record(store):
     store.write_batch(skips=[SkipRecord(b"a.jpg", 1, 2, "corrupt", "bad"), SkipRecord(b"z.jpg", 1, 2, "corrupt", "bad")])
     store.write_batch([_record(b"a.jpg", size=10, mtime_ns=20)])
-    assert store.lookup_skipped([b"a.jpg", b"z.jpg"]) == {b"z.jpg": (1, 2)}
+    assert store.lookup_skipped([b"a.jpg", b"z.jpg"]) == {b"z.jpg": (1, 2, "")}
     assert b"a.jpg" in store.lookup([b"a.jpg"])
     assert store.count_skipped_by_reason() == {"corrupt": 1}
 
@@ -187,7 +187,7 @@ def test_image_row_replaces_skip_record(store):
 def test_skip_record_is_updated_in_place(store):
     store.write_batch(skips=[SkipRecord(b"a.jpg", 1, 2, "corrupt", "x")])
     store.write_batch(skips=[SkipRecord(b"a.jpg", 3, 4, "truncated", "y")])
-    assert store.lookup_skipped([b"a.jpg"]) == {b"a.jpg": (3, 4)}
+    assert store.lookup_skipped([b"a.jpg"]) == {b"a.jpg": (3, 4, "")}
     assert list(store.iter_skipped()) == [(b"a.jpg", "truncated", "y")]
 
 

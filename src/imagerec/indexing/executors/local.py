@@ -1,9 +1,11 @@
 """``LocalExecutor``: jobs in a pool of spawned worker processes on this machine, crashes isolated.
 
 * At most ``max_in_flight`` jobs are submitted at a time; ``jobs`` is pulled only as they finish.
-* Workers ignore SIGINT (Ctrl-C reaches the whole process group; the parent alone decides how to
-  stop), send fd 2 to /dev/null (C decoders such as libtiff print warnings there; failures are
-  results instead) and, with ``yield_cpu``, run at idle priority so a CPU model keeps its cores.
+* Workers ignore SIGINT from their first instruction on (Ctrl-C reaches the whole process group;
+  the parent alone decides how to stop): they are created with SIGINT blocked and ignore it in
+  their initializer, so a Ctrl-C while they import prints nothing. They die with the parent (``procs.die_with_parent``), send fd 2 to
+  /dev/null (C decoders such as libtiff print warnings there; failures are results instead) and, with ``yield_cpu``, run at idle priority so a CPU
+  model keeps its cores.
 * A worker that dies (a segfault in a C decoder) breaks the pool: it is rebuilt and the lost items
   are retried one at a time; the item that kills a worker again gets ``on_crash(item)``.
 * Before blaming items, a fresh pool must run a trivial task: workers that die on start-up whatever
@@ -13,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -21,6 +22,7 @@ from multiprocessing import get_context
 from typing import TypeVar
 
 from imagerec.errors import ImagerecError
+from imagerec.procs import die_with_parent, ignore_sigint, sigint_blocked_for_children
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -52,7 +54,7 @@ class LocalExecutor:
         suspects: list[T] = []  # items lost with a broken pool, each retried alone
         while True:
             pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_worker_init,
-                                       initargs=(self.yield_cpu,))
+                                       initargs=(self.yield_cpu, os.getpid()))
             in_flight: dict[Future, list[T]] = {}
             isolated: set[Future] = set()  # the suspect running alone, if any
             try:
@@ -84,7 +86,8 @@ class LocalExecutor:
             job = [suspects.pop()] if retry else next(jobs, None)
             if job is None:
                 return
-            future = pool.submit(fn, job, settings)
+            with sigint_blocked_for_children():  # submit is where the pool spawns its workers
+                future = pool.submit(fn, job, settings)
             in_flight[future] = job
             if retry:
                 isolated.add(future)
@@ -93,7 +96,9 @@ class LocalExecutor:
 def _check_workers_start(pool: ProcessPoolExecutor) -> None:
     """Before blaming items for a broken pool: can a fresh worker run anything at all?"""
     try:
-        pool.submit(os.getpid).result()
+        with sigint_blocked_for_children():
+            future = pool.submit(os.getpid)
+        future.result()
     except BrokenProcessPool:
         raise ImagerecError(
             "image decoding worker processes die on start-up, whatever the image; in a script, put the code "
@@ -101,9 +106,9 @@ def _check_workers_start(pool: ProcessPoolExecutor) -> None:
         ) from None
 
 
-def _worker_init(yield_cpu: bool) -> None:
-    # Ctrl-C goes to the whole process group; the parent alone decides how to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _worker_init(yield_cpu: bool, parent_pid: int) -> None:
+    ignore_sigint()  # Ctrl-C goes to the whole process group; the parent alone decides how to stop
+    die_with_parent(parent_pid)
     if yield_cpu:
         # The CPU model is the bottleneck and its threads stall when decoders preempt them: decode in the
         # cycles the model leaves idle instead (SCHED_IDLE on Linux, the lowest nice level elsewhere).
