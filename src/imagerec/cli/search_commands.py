@@ -9,6 +9,7 @@ import click
 
 from imagerec.cli.app import cli, command_config, handle_errors
 from imagerec.cli.progress import progress_bar
+from imagerec.store.records import printable
 
 
 @cli.command()
@@ -55,21 +56,16 @@ def query(ctx, images, ids, more_images, top_k, w_embedding, w_color, w_dhash, w
         click.echo(f"contact sheet written to {path}", err=as_json)
 
 
-def _printable(text: str) -> str:
-    """A file name on one table row: control characters (newlines, carriage returns...) escaped."""
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-
-
 def _format_results(response) -> str:
     w = response.weights
-    lines = [f"query: {', '.join(_printable(q.label) for q in response.queries)}  (weights embedding {w.embedding:.2f}, "
+    lines = [f"query: {', '.join(printable(q.label) for q in response.queries)}  (weights embedding {w.embedding:.2f}, "
              f"color {w.color:.2f}, dhash {w.dhash:.2f}; {response.candidates} candidates re-ranked)",
              f"{'rank':>4} {'id':>8} {'score':>7} {'embed':>7} {'color':>7} {'dhash':>7}  path"]
     for r in response.results:
         s = r.scores
         mark = "  [near-duplicate]" if r.near_duplicate else ""
         lines.append(f"{r.rank:>4} {r.id:>8} {r.score:>7.4f} {s['embedding']:>7.4f} {s['color']:>7.4f} {s['dhash']:>7.4f}  "
-                     f"{_printable(r.relpath)}{mark}")
+                     f"{printable(r.relpath)}{mark}")
     if not response.results:
         lines.append("(no results)")
     return "\n".join(lines)
