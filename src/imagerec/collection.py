@@ -35,7 +35,7 @@ class Collection(Closing):
         from imagerec.indexing.run import index_collection
 
         summary = index_collection(self.config, progress=progress, **options)
-        self._retire()
+        self.reopen()
         return summary
 
     def status(self):
@@ -49,7 +49,7 @@ class Collection(Closing):
         from imagerec.ann import build_ann
 
         summary = build_ann(self.config, progress=progress)
-        self._retire()
+        self.reopen()
         return summary
 
     def train_embeddings(self, *, resume: bool = False, progress: ProgressCallback | None = None, **options):
@@ -82,7 +82,8 @@ class Collection(Closing):
                 self._recommender = Recommender(self.config)
             return self._recommender
 
-    def _retire(self) -> None:
+    def reopen(self) -> None:
+        """The next ``similar``/``query`` opens a fresh recommender (after the index or the ANN changed)."""
         with self._lock:
             if self._recommender is not None:
                 self._retired.append(self._recommender)

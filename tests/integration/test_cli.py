@@ -22,7 +22,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import SAMPLE_DIR
+from ann_support import SAMPLE_DIR
 from imagerec.cli import cli
 from imagerec.embed.files import ModelSpec, write_random_model
 

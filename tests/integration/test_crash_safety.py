@@ -22,7 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import SAMPLE_DIR
+from ann_support import SAMPLE_DIR
 from imagerec.embed.files import load_model
 
 N_SAMPLE = 300

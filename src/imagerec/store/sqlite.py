@@ -278,6 +278,10 @@ class Store(Closing):
             last = rows[-1][0]
             yield rows
 
+    def read(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        """All rows of a read-only ``SELECT`` (for views of the data that live with their caller, e.g. web pages)."""
+        return self._db.execute(sql, list(params)).fetchall()
+
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check``: "ok" for a sound file, else its first 20 findings joined by '; '."""
         return "; ".join(row[0] for row in self._db.execute("PRAGMA integrity_check(20)"))

@@ -59,16 +59,15 @@ def _folder_range(folder: str | None) -> tuple[str, list]:
 def page(store: Store, offset: int, limit: int, folder: str | None) -> tuple[int, list[tuple[int, str]]]:
     """(images in ``folder``, [(id, relpath)] of one page in path order)."""
     where, args = _folder_range(folder)
-    db = store._db  # browse-only queries, kept here rather than growing Store
     with store.read_snapshot():
-        total = db.execute(f"SELECT COUNT(*) FROM images{where}", args).fetchone()[0]
-        rows = db.execute(f"SELECT id, path FROM images{where} ORDER BY path LIMIT ? OFFSET ?", [*args, limit, offset])
+        total = store.read(f"SELECT COUNT(*) FROM images{where}", args)[0][0]
+        rows = store.read(f"SELECT id, path FROM images{where} ORDER BY path LIMIT ? OFFSET ?", [*args, limit, offset])
         return total, [(int(i), display_path(p)) for i, p in rows]
 
 
 def folders(store: Store) -> dict[str, int]:
     """Images per top-level folder (files directly under the root count as ``(top level)``)."""
-    rows = store._db.execute(
+    rows = store.read(
         "SELECT CASE WHEN instr(path, x'2f') = 0 THEN NULL ELSE substr(path, 1, instr(path, x'2f') - 1) END AS f, "
         "COUNT(*) FROM images GROUP BY f ORDER BY f")
     return {TOP_LEVEL if f is None else display_path(f): n for f, n in rows}

@@ -59,7 +59,7 @@ class Services:
         signature = self._signature()  # taken before opening: a build finishing meanwhile triggers one more reopen
         with self._lock:
             if signature != self._ann_signature:
-                self.collection._retire()  # noqa: SLF001 - the collection's own retire-and-reopen
+                self.collection.reopen()
                 self._ann_signature = signature
         return self.collection.recommender()
 

@@ -6,6 +6,7 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import yaml
-from conftest import SAMPLE_DIR
+from ann_support import SAMPLE_DIR
 
 TRAIN_TINY = {"image_size": 32, "epochs": 2, "batch_size": 16, "val_fraction": 0.25, "workers": 2,
               "warmup_epochs": 0.5, "seed": 3, "max_images": 96}
@@ -118,3 +119,17 @@ class Run:
 
 def clean_stderr(text: str) -> bool:
     return not any(bad in text for bad in BAD_STDERR)
+
+
+def image_rows(db: Path) -> int:
+    """Rows in ``images`` of the database at ``db`` as another process sees it now (0 before it exists)."""
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return 0

@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 
 import pytest
-from fault_procs import Run, copy_sample, write_config
+from fault_procs import Run, copy_sample, image_rows, write_config
 
 GONE_WITHIN_S = 5
 
@@ -19,15 +18,6 @@ def photos(tmp_path_factory):
     return copy_sample(tmp_path_factory.mktemp("orphans") / "photos")
 
 
-def _rows(db) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.DatabaseError:
-        return 0
 
 
 def _kill_parent_and_list_orphans(run: Run, ready) -> list[str]:
@@ -47,7 +37,7 @@ def test_index_workers_die_with_a_killed_parent(tmp_path, photos, tiny_model_fil
     out.mkdir()
     shutil.copy(tiny_model_file, out / "embedding_model.pt")
     run = Run(write_config(tmp_path / "c.yaml", photos, out), tmp_path, "index", "index", "--quiet")
-    left = _kill_parent_and_list_orphans(run, lambda: (out / "images.db").exists() and _rows(out / "images.db") >= 16 * (attempt + 1))
+    left = _kill_parent_and_list_orphans(run, lambda: (out / "images.db").exists() and image_rows(out / "images.db") >= 16 * (attempt + 1))
     assert left == [], f"still running {GONE_WITHIN_S} s after the parent was killed: {left}"
 
 

@@ -5,12 +5,11 @@ about a second and leaves no process behind. A second Ctrl-C during a checkpoint
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import time
 
 import pytest
 import torch
-from fault_procs import Run, clean_stderr, copy_sample, write_config
+from fault_procs import Run, clean_stderr, copy_sample, image_rows, write_config
 
 ACK_S = 1.5  # the "stopping…" line must appear this soon after Ctrl-C (the run may take longer to end)
 
@@ -20,17 +19,6 @@ def photos(tmp_path_factory):
     return copy_sample(tmp_path_factory.mktemp("signals") / "photos")
 
 
-def _rows(db) -> int:
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return con.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.DatabaseError:
-        return 0
 
 
 def _ack_delay(run: Run, sent: float, word: str = "stopping") -> float | None:
@@ -82,11 +70,11 @@ def _starting(run: Run, db) -> bool:
 
 
 def _mid(run: Run, db) -> bool:
-    return _rows(db) >= 16
+    return image_rows(db) >= 16
 
 
 def _late(run: Run, db) -> bool:
-    return _rows(db) >= 270
+    return image_rows(db) >= 270
 
 
 @pytest.mark.parametrize("when,tries", [(_starting, 4), (_mid, 2), (_late, 2)], ids=["start-up", "mid-run", "end"])
