@@ -22,8 +22,6 @@ DEMO_QUERY ?= sample/caltech101-mini/Leopards/image_0002.jpg
 
 demo: $(STAMP)
 	$(BIN)/imagerec --config $(CONFIG) index
-	$(BIN)/imagerec --config $(CONFIG) train-embeddings
-	$(BIN)/imagerec --config $(CONFIG) index
 	$(BIN)/imagerec --config $(CONFIG) build-ann
 	$(BIN)/imagerec --config $(CONFIG) query --image $(DEMO_QUERY) --top-k 10 --output data/miniset/demo_query.png
 	$(BIN)/imagerec --config $(CONFIG) status

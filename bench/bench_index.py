@@ -36,7 +36,8 @@ from imagerec.config import load_config
 from imagerec.data.features import decode_min_side
 from imagerec.indexing.run import index_collection
 from imagerec.embed.device import select_device
-from imagerec.embed import ModelSpec, TorchEmbedder, load_model, set_torch_threads, write_random_model
+from imagerec.embed import (ModelSpec, TorchEmbedder, load_model, pretrained_model, save_model, set_torch_threads,
+                            write_random_model)
 from imagerec.data.scan import scan_images
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101" / "101_ObjectCategories"
@@ -66,6 +67,7 @@ def write_config(folder: Path, image_root: Path, workers: int, batch_size: int) 
         "output": {"dir": str(folder / "out")},
         "runtime": {"device": "cpu"},
         "index": {"workers": workers, "batch_size": batch_size},
+        "model": {"arch": "resnet18", "init": "random"},  # no model file = no embeddings; the model is copied in
     }))
     return path
 
@@ -94,6 +96,15 @@ def model_only_rate(model_file: Path, files: list[bytes], batch_size: int, threa
     return len(inputs) / (time.perf_counter() - started)
 
 
+def write_model(path: Path, arch: str, image_size: int) -> None:
+    """A model file: random-init ResNet-18, or the ImageNet-pretrained EfficientNet-Lite0 the default config uses."""
+    if arch == "resnet18":
+        write_random_model(path, ModelSpec(image_size=image_size))
+    else:
+        model = pretrained_model(arch, image_size)
+        save_model(path, model.backbone, model.spec, model.info)
+
+
 def subset(images: Path, limit: int | None, into: Path) -> Path:
     """A folder with the first ``limit`` images (copied), or ``images`` itself."""
     if limit is None:
@@ -115,6 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=96, help="model input size")
+    parser.add_argument("--arch", choices=["resnet18", "efficientnet_lite0"], default="resnet18",
+                        help="resnet18: random init; efficientnet_lite0: its ImageNet weights (the default embedder)")
     parser.add_argument("--rss-sizes", default="1000,9144", help="collection sizes for the RSS comparison ('' to skip)")
     parser.add_argument("--out", type=Path, help="also write the markdown report here")
     return parser.parse_args(argv)
@@ -138,7 +151,7 @@ def run(args: argparse.Namespace, workdir: Path | None = None) -> tuple[dict[str
         root = subset(args.images, args.limit, tmp)
         files = [os.path.join(os.fsencode(root), f.rel_path) for f in scan_images(root)]
         model_file = tmp / "model.pt"
-        write_random_model(model_file, ModelSpec(image_size=args.image_size))
+        write_model(model_file, args.arch, args.image_size)
         config_path = write_config(tmp, root, args.workers, args.batch_size)
 
         bare = bare_decode_rate(files, args.workers, decode_min_side(None))
@@ -156,7 +169,7 @@ def run(args: argparse.Namespace, workdir: Path | None = None) -> tuple[dict[str
 
     report = [
         f"## index benchmark ({len(files)} images from {args.images.name}, {args.workers} workers, "
-        f"batch {args.batch_size}, model input {args.image_size} px)",
+        f"batch {args.batch_size}, {args.arch} at {args.image_size} px)",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, float], str]:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="imagerec_bench_train_"))
     config = Config.model_validate({
         "data": {"image_root": args.data}, "output": {"dir": workdir},
-        "runtime": {"device": device.type, "threads": threads},
+        "runtime": {"device": device.type, "threads": threads}, "model": {"arch": "resnet18", "init": "random"},
         "train": {"max_images": args.images, "val_fraction": 0.0, "epochs": args.epochs, "batch_size": args.batch_size,
                   "image_size": args.image_size, "stem": args.stem, "warmup_epochs": 0, "channels_last": channels_last},
     })

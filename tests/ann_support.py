@@ -38,7 +38,7 @@ def write_collection_config(base: Path, root: Path, model_file: Path, **sections
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(model_file, out / "embedding_model.pt")
     raw = {"data": {"image_root": str(root)}, "output": {"dir": str(out)},
-           "index": {"workers": 2, "batch_size": 64}, "runtime": {"threads": 2}, "ann": {"threads": 2}}
+           "index": {"workers": 2, "batch_size": 64}, "runtime": {"threads": 2}, "ann": {"threads": 2}, "model": {"arch": "resnet18", "init": "random"}}
     for key, value in sections.items():
         raw.setdefault(key, {}).update(value)
     path = base / "config.yaml"

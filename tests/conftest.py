@@ -49,7 +49,8 @@ def write_config(tmp_path):
     """Write a YAML config into tmp_path and return its path: write_config(image_root, **sections)."""
 
     def _write(image_root: Path, output_dir: Path | None = None, **sections) -> Path:
-        raw = {"data": {"image_root": str(image_root)}, "output": {"dir": str(output_dir or tmp_path / "out")}}
+        raw = {"data": {"image_root": str(image_root)}, "output": {"dir": str(output_dir or tmp_path / "out")},
+               "model": {"arch": "resnet18", "init": "random"}}
         raw["index"] = {"workers": 2, "batch_size": 16, **sections.pop("index", {})}
         raw.update(sections)
         path = tmp_path / "config.yaml"

@@ -50,6 +50,10 @@ class OutputConfig(_Section):
 class RuntimeConfig(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | None = Field(default=None, ge=1, description="torch threads; default = CPU count.")
+    inference: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
+        description="CPU inference engine: auto/onnx = ONNX Runtime (exported once, checked against torch), torch = eager.",
+    )
 
 
 class IndexConfig(_Section):
@@ -115,9 +119,9 @@ class QueryConfig(_Section):
     """Candidate generation and weighted re-ranking for ``query``."""
 
     top_k: int = Field(default=10, ge=1, le=10_000)
-    w_embedding: float = Field(default=0.7, ge=0.0, description="Weight of embedding cosine similarity.")
-    w_color: float = Field(default=0.2, ge=0.0, description="Weight of colour-histogram similarity.")
-    w_dhash: float = Field(default=0.1, ge=0.0, description="Weight of dHash similarity (1 - Hamming/64).")
+    w_embedding: float | None = Field(default=None, ge=0.0, description="Weight of embedding cosine similarity; null = the model's default.")
+    w_color: float | None = Field(default=None, ge=0.0, description="Weight of colour-histogram similarity; null = the model's default.")
+    w_dhash: float | None = Field(default=None, ge=0.0, description="Weight of dHash similarity (1 - Hamming/64); null = the model's default.")
     candidates: int = Field(default=200, ge=1, le=100_000, description="At least this many ANN candidates are re-ranked.")
     candidates_per_k: int = Field(default=10, ge=1, le=1000, description="... and at least this many per requested result.")
     color_measure: Literal["bhattacharyya", "intersection"] = "bhattacharyya"
@@ -132,9 +136,32 @@ class QueryConfig(_Section):
 
     @model_validator(mode="after")
     def _weights_not_all_zero(self) -> "QueryConfig":
-        if self.w_embedding + self.w_color + self.w_dhash <= 0:
+        given = (self.w_embedding, self.w_color, self.w_dhash)
+        if None not in given and sum(given) <= 0:
             raise ValueError("w_embedding, w_color and w_dhash must not all be 0")
         return self
+
+
+#: Input size of each architecture when ``model.input_size`` is null (EfficientNet-Lite0's ImageNet size; the seed's 96 px).
+DEFAULT_INPUT_SIZE = {"efficientnet_lite0": 224, "resnet18": 96}
+
+
+class ModelConfig(_Section):
+    """The embedding network: used as it is until ``train-embeddings`` writes a model file, and trained from there."""
+
+    arch: Literal["efficientnet_lite0", "resnet18"] = Field(default="efficientnet_lite0", description="Network architecture.")
+    init: Literal["imagenet", "random"] = Field(
+        default="imagenet",
+        description="imagenet: pretrained weights (embeddings from the first 'index'; training fine-tunes them); "
+                    "random: nothing is embedded until 'train-embeddings' has trained a model (the seed recipe).",
+    )
+    input_size: int | None = Field(default=None, ge=32, le=1024,
+                                   description="Input size in px; null = the architecture's (224 efficientnet_lite0, 96 resnet18).")
+
+    @property
+    def size(self) -> int:
+        """``input_size``, or the architecture's default."""
+        return self.input_size or DEFAULT_INPUT_SIZE[self.arch]
 
 
 class AugmentConfig(_Section):
@@ -155,14 +182,14 @@ class TrainConfig(_Section):
     file_list: Path | None = Field(default=None, description="Optional text file of paths relative to data.image_root to train on (relative to the config file).")
     val_fraction: float = Field(default=0.1, ge=0.0, le=0.5, description="Held out for validation (seeded split).")
     seed: int = Field(default=0, ge=0)
-    epochs: int = Field(default=100, ge=1, le=100_000)
+    epochs: int | None = Field(default=None, ge=1, le=100_000, description="null = 100 from random init, 5 when fine-tuning a pretrained model.")
     batch_size: int = Field(default=256, ge=2, le=65_536, description="Images per step (each gives two views).")
-    image_size: int = Field(default=96, ge=16, le=512, description="Training and embedding input size in pixels.")
+    image_size: int | None = Field(default=None, ge=16, le=512, description="Training and embedding input size in pixels; null = model.input_size.")
     stem: Literal["imagenet", "small"] = Field(default="imagenet", description="small = 3x3/stride-1 stem: better at low resolution, ~16x the compute.")
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float | None = Field(default=None, gt=0.0, le=10.0, description="Peak learning rate per 256 images, scaled linearly with batch_size; null = 0.15 (sgd) or 1e-3 (adamw).")
+    lr: float | None = Field(default=None, gt=0.0, le=10.0, description="Peak learning rate per 256 images, scaled linearly with batch_size; null = 0.15 (sgd) or 1e-3 (adamw) from random init, a tenth of that when fine-tuning.")
     weight_decay: float | None = Field(default=None, ge=0.0, le=1.0, description="null = 1e-4 (sgd) or 0.05 (adamw); not applied to biases and batch norm.")
-    warmup_epochs: float = Field(default=10.0, ge=0.0, description="Linear warm-up, then cosine decay to 0.")
+    warmup_epochs: float | None = Field(default=None, ge=0.0, description="Linear warm-up, then cosine decay to 0; null = 5 % of the run. Never more than 10 % of the steps.")
     temperature: float = Field(default=0.2, ge=0.01, le=10.0, description="NT-Xent temperature.")
     augment: AugmentConfig = AugmentConfig()
     workers: int | None = Field(default=None, ge=1, description="Decode processes for the training cache; default = CPU count.")
@@ -190,6 +217,7 @@ class Config(_Section):
     ann: AnnConfig = AnnConfig()
     query: QueryConfig = QueryConfig()
     features: FeaturesConfig = FeaturesConfig()
+    model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     web: WebConfig = WebConfig()
     source: Path | None = Field(default=None, exclude=True)

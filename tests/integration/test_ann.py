@@ -116,7 +116,7 @@ def _synthetic_store(tmp_path, vectors: np.ndarray, chunk: int = 1000, ann: dict
     from imagerec.config import Config
 
     config = Config.model_validate({"data": {"image_root": tmp_path}, "output": {"dir": tmp_path / "out"},
-                                    "ann": {"threads": 2, "build_chunk": chunk, **(ann or {})}})
+                                    "ann": {"threads": 2, "build_chunk": chunk, **(ann or {})}, "model": {"arch": "resnet18", "init": "random"}})
     spec = HistogramSpec()
     hist = np.full(spec.size, 1.0 / spec.size, dtype=np.float32)
     with Store(config.output.layout.db) as store:

@@ -38,7 +38,7 @@ def write_yaml(path: Path, raw: dict) -> Path:
 
 def base_config(root: Path, out: Path, **index) -> dict:
     return {"data": {"image_root": str(root)}, "output": {"dir": str(out)},
-            "runtime": {"device": "cpu", "threads": 1}, "index": {"workers": 2, "batch_size": 16, **index}}
+            "runtime": {"device": "cpu", "threads": 1}, "index": {"workers": 2, "batch_size": 16, **index}, "model": {"arch": "resnet18", "init": "random"}}
 
 
 def invoke(*args: str):

@@ -44,7 +44,7 @@ def sample_paths(root: Path) -> set[bytes]:
 
 def write_config(path: Path, image_root: Path, out: Path, **index) -> Path:
     raw = {"data": {"image_root": str(image_root)}, "output": {"dir": str(out)},
-           "runtime": {"device": "cpu", "threads": 1}, "index": {"workers": 2, "batch_size": 16, **index}}
+           "runtime": {"device": "cpu", "threads": 1}, "index": {"workers": 2, "batch_size": 16, **index}, "model": {"arch": "resnet18", "init": "random"}}
     path.write_text(yaml.safe_dump(raw))
     return path
 

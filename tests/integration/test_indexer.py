@@ -362,7 +362,7 @@ def test_peak_memory_does_not_grow_with_collection_size(tmp_path):
         _generate(root, n)
         cfg = tmp_path / f"{name}.yaml"
         cfg.write_text(yaml.safe_dump({"data": {"image_root": str(root)}, "output": {"dir": str(tmp_path / f"out-{name}")},
-                                       "index": {"workers": 2, "batch_size": 16}}))
+                                       "index": {"workers": 2, "batch_size": 16}, "model": {"arch": "resnet18", "init": "random"}}))
         config = load_config(cfg)
         gc.collect()
         tracemalloc.reset_peak()

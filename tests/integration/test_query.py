@@ -58,7 +58,16 @@ def test_weights_are_validated_and_normalised():
     for query in ({"w_embedding": 0, "w_color": 0, "w_dhash": 0}, {"w_color": -0.5}):
         with pytest.raises(Exception):
             Config.model_validate({**base, "query": query})
-    assert Config.model_validate(base).query.w_embedding == 0.7
+    assert Config.model_validate(base).query.w_embedding is None  # null: the model's default
+
+
+def test_default_weights_follow_the_model_and_fill_only_what_is_not_given():
+    seed, pretrained = Weights.default("random"), Weights.default("imagenet")
+    assert (seed.embedding, seed.color, seed.dhash) == pytest.approx((0.7, 0.2, 0.1))
+    assert pretrained.embedding > seed.embedding and pretrained.color <= seed.color
+    mixed = Weights.default("imagenet", (None, 1.0, None))  # colour given: the other two keep the defaults
+    base = Weights.default("imagenet").as_dict()
+    assert mixed.color == pytest.approx(1.0 / (1.0 + base["embedding"] + base["dhash"]))
 
 
 def test_fused_score_equals_independent_weighted_sum(sample, ids):

@@ -22,7 +22,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     shutil.copy(next(root.rglob("*.jpg")), tmp_path / "photo.jpg")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({
         "data": {"image_root": "photos"}, "output": {"dir": "out"},
-        "index": {"workers": 2}, "runtime": {"threads": 2},
+        "index": {"workers": 2}, "runtime": {"threads": 2}, "model": {"arch": "resnet18", "init": "random"},
         "train": {"epochs": 1, "image_size": 32, "batch_size": 32, "max_images": 64},
     }))
     monkeypatch.chdir(tmp_path)

@@ -20,7 +20,7 @@ def _collection(tmp_path, make_image, n=10):
         make_image(root / f"{i:02d}.png", seed=i)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"data": {"image_root": str(root)}, "output": {"dir": str(tmp_path / "out")},
-                                      "index": {"workers": 1}}))
+                                      "index": {"workers": 1}, "model": {"arch": "resnet18", "init": "random"}}))
     return root, config
 
 

@@ -124,11 +124,11 @@ def test_resume_after_epoch_equals_uninterrupted_run(config, tmp_path):
     assert full.epochs_done == 2 and not full.interrupted
     decode = [e for e in events if e.stage == "decode"]
     assert decode and decode[-1].done == decode[-1].total == 25 and events[: len(decode)] == decode
-    # 18 training images, batch 8: 2 steps (16 images) per epoch; an event at the start and after each step
+    # 18 training images, batch 8 asked: 3 steps of 6 (all 18 images) per epoch; an event at the start and after each step
     assert [(e.stage, e.done, e.total) for e in events[len(decode):]] == [
-        ("epoch 1/2", 0, 16), ("epoch 1/2", 8, 16), ("epoch 1/2", 16, 16),
-        ("epoch 2/2", 0, 16), ("epoch 2/2", 8, 16), ("epoch 2/2", 16, 16)]
-    assert events[-1].counters == {"step": 4}
+        ("epoch 1/2", 0, 18), ("epoch 1/2", 6, 18), ("epoch 1/2", 12, 18), ("epoch 1/2", 18, 18),
+        ("epoch 2/2", 0, 18), ("epoch 2/2", 6, 18), ("epoch 2/2", 12, 18), ("epoch 2/2", 18, 18)]
+    assert events[-1].counters == {"step": 6}
     as_json = json.loads(json.dumps(full.to_dict(), allow_nan=False))
     assert as_json["model_path"] == str(straight.output.layout.model) and as_json["epochs_done"] == 2
     assert as_json["skipped"] == [["dogs/broken.jpg", full.skipped[0][1]]]
@@ -155,7 +155,7 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(config, tmp_path, monk
     def step_then_ctrl_c(self, images):
         loss = real_step(self, images)
         calls["n"] += 1
-        if calls["n"] == 3:  # during the second step of epoch 2
+        if calls["n"] == 4:  # during the first step of epoch 2 (3 steps per epoch)
             os.kill(os.getpid(), signal.SIGINT)
         return loss
 
@@ -166,13 +166,13 @@ def test_ctrl_c_mid_epoch_checkpoints_and_resumes_exactly(config, tmp_path, monk
     monkeypatch.undo()
     assert stopped.interrupted and stopped.epochs_done == 1
     saved = _state(interrupted.output.layout.checkpoints_dir / "checkpoint.pt")["state"]
-    assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (1, 1, 3)
+    assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (1, 1, 4)
     assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
     events: list[ProgressEvent] = []
     resumed = train_embeddings(interrupted, resume=True, progress=events.append)
     assert resumed.epochs_done == 2
-    assert [(e.stage, e.done, e.total) for e in events] == [("epoch 2/2", 8, 16), ("epoch 2/2", 16, 16)]  # cache reused
+    assert [(e.stage, e.done, e.total) for e in events] == [("epoch 2/2", 6, 18), ("epoch 2/2", 12, 18), ("epoch 2/2", 18, 18)]  # cache reused
     _assert_same_weights(straight, interrupted)
 
 

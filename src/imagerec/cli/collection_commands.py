@@ -10,6 +10,7 @@ import click
 
 from imagerec.cli.app import acknowledge_interrupt, cli, command_config, handle_errors
 from imagerec.cli.progress import bar_safe_echo, progress_bar
+from imagerec.embed.choice import ModelChoice
 
 
 @cli.command()
@@ -41,12 +42,15 @@ def index(ctx, image_root, workers, batch_size, device, threads, prune, retry_sk
         "index.workers": workers, "index.batch_size": batch_size,
         "runtime.device": device, "runtime.threads": threads,
     })
+    choice = ModelChoice.from_config(config)
+    if choice.pretrained and not quiet:
+        click.echo(f"embedding with {choice.describe()}; 'train-embeddings' can adapt it to these photos")
     with progress_bar("img", enabled=not quiet) as bar:
         summary = index_collection(config, progress=bar, prune=prune, retry_skipped=retry_skipped)
     click.echo(format_summary(summary))
     if summary.model_missing:
-        click.echo(f"note: no embedding model at {config.output.layout.model}; histograms and hashes are stored. "
-                   "Run 'train-embeddings', then 'index' again to add embeddings (nothing else is recomputed).")
+        click.echo(f"note: no embedding model at {config.output.layout.model} (model.init: random); histograms and "
+                   "hashes are stored. Run 'train-embeddings', then 'index' again to add embeddings (nothing else is recomputed).")
     if summary.interrupted:
         click.secho("interrupted: finished work is committed; run 'index' again to continue.", err=True, fg="yellow")
         sys.exit(130)
@@ -124,9 +128,11 @@ def doctor(ctx, repair: bool, as_json: bool) -> None:
 @handle_errors
 @acknowledge_interrupt("stopping… (nothing is lost; the last checkpoint is kept)")
 def train_embeddings_command(ctx, epochs, batch_size, image_size, max_images, device, threads, resume, quiet) -> None:
-    """Train the embedding model (SimCLR, ResNet-18) on images under data.image_root.
+    """Train the embedding model with SimCLR on images under data.image_root.
 
-    Writes the best backbone to output.dir/embedding_model.pt, a checkpoint every epoch to
+    Fine-tunes the pretrained model.arch (model.init: imagenet) or trains it from scratch (random).
+    Writes the best backbone to output.dir/embedding_model.pt (when fine-tuning, only one that beats
+    the pretrained start on validation), a checkpoint every epoch to
     output.dir/checkpoints/, and one line per epoch to output.dir/train_log.jsonl. Ctrl-C saves a
     checkpoint and stops; run again with --resume to continue. Run 'index' afterwards to embed.
     """
@@ -145,6 +151,9 @@ def train_embeddings_command(ctx, epochs, batch_size, image_size, max_images, de
                f"best {summary.best_metric} {best} at epoch {summary.best_epoch}")
     if summary.model_id:
         click.echo(f"model {summary.model_id} written to {summary.model_path}; run 'index' to embed with it")
+    elif summary.best_epoch == 0:
+        click.echo(f"no epoch beat the pretrained start on validation ({summary.best_metric} {best}); no model file "
+                   f"written, so 'index' keeps using {ModelChoice.from_config(config).describe()}")
     if summary.interrupted:
         click.secho("interrupted: checkpoint saved; run 'train-embeddings --resume' to continue.", err=True, fg="yellow")
         sys.exit(130)

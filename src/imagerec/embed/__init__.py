@@ -22,6 +22,7 @@ _LAZY = {
     "architecture": "base",
     "architectures": "base",
     "register_architecture": "base",
+    "ModelChoice": "choice",
     "select_device": "device",
     "set_torch_threads": "device",
     "EmbeddingModel": "files",
@@ -30,15 +31,18 @@ _LAZY = {
     "write_random_model": "files",
     "TorchEmbedder": "torch_embedder",
     "load_embedder": "torch_embedder",
+    "load_chosen_embedder": "torch_embedder",
+    "pretrained_model": "files",
 }
 
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
     from imagerec.embed.base import Architecture, Embedder, ModelSpec, Preprocess, architecture, architectures, register_architecture
+    from imagerec.embed.choice import ModelChoice
     from imagerec.embed.device import select_device, set_torch_threads
-    from imagerec.embed.files import EmbeddingModel, load_model, save_model, write_random_model
-    from imagerec.embed.torch_embedder import TorchEmbedder, load_embedder
+    from imagerec.embed.files import EmbeddingModel, load_model, pretrained_model, save_model, write_random_model
+    from imagerec.embed.torch_embedder import TorchEmbedder, load_chosen_embedder, load_embedder
 
 
 def __getattr__(name: str) -> Any:

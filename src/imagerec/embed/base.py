@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BUILTIN_MODULES = ("imagerec.embed.resnet",)  # imported on the first registry look-up
+BUILTIN_MODULES = ("imagerec.embed.resnet", "imagerec.embed.efficientnet")  # imported on the first registry look-up
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +111,25 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Architecture:
-    """A network family: builds a randomly initialised backbone ((N, 3, S, S) → (N, embedding_dim))."""
+    """A network family: builds a randomly initialised backbone ((N, 3, S, S) → (N, embedding_dim)).
+
+    ``imagenet`` returns ImageNet weights for the backbone (None: random init only); ``mean``/``std``
+    are the input normalisation those weights expect.
+    """
 
     name: str
     embedding_dim: int
     builder: Callable[[ModelSpec], "nn.Module"]
     stems: tuple[str, ...] = ("imagenet",)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    imagenet: Callable[[], dict[str, Any]] | None = field(default=None, compare=False)
     description: str = field(default="", compare=False)
+
+    def spec(self, image_size: int, stem: str = "imagenet") -> ModelSpec:
+        """The spec of this architecture at ``image_size`` with its normalisation."""
+        return ModelSpec(arch=self.name, stem=stem, image_size=image_size,
+                         embedding_dim=self.embedding_dim, mean=self.mean, std=self.std)
 
     def check(self, spec: ModelSpec) -> None:
         """ValueError unless ``spec`` is one this architecture can build."""

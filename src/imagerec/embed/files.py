@@ -42,7 +42,7 @@ from imagerec.procs import deferred_sigint
 __all__ = [
     "FORMAT_VERSION", "IMAGENET_MEAN", "IMAGENET_STD", "MODEL_FORMAT", "EmbeddingModel", "ModelSpec",
     "atomic_torch_save", "build_backbone", "check_checksum", "compute_model_id", "content_checksum", "load_model",
-    "load_tagged_payload",
+    "load_tagged_payload", "pretrained_backbone", "pretrained_model",
     "save_model", "write_random_model",
 ]
 
@@ -144,6 +144,27 @@ def write_random_model(path: Path, spec: ModelSpec = ModelSpec(), seed: int = 0)
     """Write a randomly initialised model file (for tests and benchmarks before training exists)."""
     torch.manual_seed(seed)
     return save_model(path, build_backbone(spec), spec, {"trainer": "random-init", "seed": seed})
+
+
+def pretrained_backbone(spec: ModelSpec) -> nn.Module:
+    """A backbone for ``spec`` with its architecture's ImageNet weights (``ModelFileError`` when it has none)."""
+    arch = architecture(spec.arch)
+    if arch.imagenet is None:
+        raise ModelFileError(f"{spec.arch} has no pretrained weights; set model.init: random and run 'train-embeddings'")
+    backbone = arch.build(spec)
+    try:
+        backbone.load_state_dict(arch.imagenet(), strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"the installed {spec.arch} ImageNet weights do not fit the network ({exc})") from None
+    return backbone
+
+
+def pretrained_model(arch: str, input_size: int) -> EmbeddingModel:
+    """The ImageNet-pretrained ``arch`` at ``input_size`` as an ``EmbeddingModel`` (nothing written to disk)."""
+    spec = architecture(arch).spec(input_size)
+    backbone = pretrained_backbone(spec).eval()
+    state_dict = {k: v.detach() for k, v in backbone.state_dict().items()}
+    return EmbeddingModel(spec, compute_model_id(spec, state_dict), backbone, {"trainer": "pretrained", "init": "imagenet"})
 
 
 def load_tagged_payload(path: Path, fmt: str, max_version: int, error: type[ImagerecError], what: str, hint: str) -> dict[str, Any]:

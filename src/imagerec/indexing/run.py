@@ -84,19 +84,17 @@ def index_settings(config: Config, embedder: Embedder | None, prune: bool = Fals
                          RemovalGuard(config.index.max_removal_fraction, prune), retry_skipped)
 
 
-def load_index_embedder(config: Config) -> Embedder | None:
-    """The embedder for ``config.output.layout.model``, or None when no model file exists yet.
+def load_index_embedder(config: Config, say=None) -> Embedder | None:
+    """The collection's embedder (model file, else the configured pretrained network), or None when there is none.
 
     On the CPU, torch gets ``runtime.threads`` threads (this is the stage's edge); an embedder passed
     to ``index_collection`` is used as it is.
     """
-    path = config.output.layout.model
-    if not path.exists():
-        return None
-    from imagerec.embed import load_embedder, set_torch_threads
+    from imagerec.embed import ModelChoice, load_chosen_embedder, set_torch_threads
 
-    embedder = load_embedder(path, device=config.runtime.device)
-    if embedder.runs_on_cpu:
+    embedder = load_chosen_embedder(ModelChoice.from_config(config), device=config.runtime.device,
+                                    threads=config.runtime.threads, say=say)
+    if embedder is not None and embedder.runs_on_cpu:
         set_torch_threads(config.runtime.threads)
     return embedder
 

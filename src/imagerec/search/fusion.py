@@ -21,6 +21,12 @@ from imagerec.store import FeatureRows
 
 SIGNALS = ("embedding", "color", "dhash")
 
+#: Default weights (embedding, colour, dHash) by how the model started, used for every ``query.w_*``
+#: left null. Tuned with ``evaluate --tune-weights`` on Caltech-101's train split (docs/benchmarks.md):
+#: a pretrained embedder is far better at category neighbours than colour and dHash, which only
+#: break near-ties; the seed's from-scratch model gains from both.
+DEFAULT_WEIGHTS = {"imagenet": (0.95, 0.0, 0.05), "random": (0.7, 0.2, 0.1)}
+
 
 @dataclass(frozen=True)
 class Weights:
@@ -51,6 +57,12 @@ class Weights:
             if value is not None:
                 values[name] = value
         return cls.of(**values)
+
+    @classmethod
+    def default(cls, init: str, given: Sequence[float | None] = (None, None, None)) -> "Weights":
+        """The defaults for a model started from ``init`` ("imagenet" / "random"), ``given`` non-None values replacing them."""
+        base = DEFAULT_WEIGHTS.get(init, DEFAULT_WEIGHTS["random"])
+        return cls.of(*(b if g is None else g for b, g in zip(base, given)))
 
     def as_dict(self) -> dict[str, float]:
         return {"embedding": self.embedding, "color": self.color, "dhash": self.dhash}

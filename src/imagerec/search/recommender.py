@@ -27,6 +27,7 @@ from imagerec.config import Config
 from imagerec.data.features import HistogramSpec
 from imagerec.search.candidates import CandidateSettings, CandidateSource
 from imagerec.errors import QueryError
+from imagerec.embed.choice import ModelChoice
 from imagerec.search.fusion import QueryImage, Scores, Weights, score_candidates
 from imagerec.search.query_images import DecodeRules, decode_query_image, image_by_id, stored_query_image
 from imagerec.store import Store, StoreReaders
@@ -42,7 +43,7 @@ class SearchSettings:
     """Everything the query stage reads from the config, taken once when a collection is opened."""
 
     db: Path
-    model_path: Path
+    model: ModelChoice
     image_root: Path
     device: str
     embed_threads: int
@@ -57,9 +58,9 @@ class SearchSettings:
     def from_config(cls, config: Config) -> "SearchSettings":
         q, h = config.query, config.features.histogram
         return cls(
-            db=config.output.layout.db, model_path=config.output.layout.model, image_root=Path(config.data.image_root),
+            db=config.output.layout.db, model=ModelChoice.from_config(config), image_root=Path(config.data.image_root),
             device=config.runtime.device, embed_threads=q.embed_threads, top_k=q.top_k,
-            weights=Weights.of(q.w_embedding, q.w_color, q.w_dhash),
+            weights=Weights.default(config.model.init, (q.w_embedding, q.w_color, q.w_dhash)),
             candidates=CandidateSettings(q.candidates, q.candidates_per_k, q.hash_candidates_max_bits),
             color_measure=q.color_measure, near_duplicate_max_bits=q.near_duplicate_max_bits,
             decode=DecodeRules(config.index.formats, config.index.max_image_pixels, HistogramSpec(h.space, h.bins)),
@@ -149,16 +150,17 @@ class Recommender(Closing):
         """The collection's embedding model, loaded on first use (by one thread; the others wait)."""
         with self._embedder_lock:
             if self._embedder is None:
-                from imagerec.embed import load_embedder
+                from imagerec.embed import load_chosen_embedder
                 from imagerec.embed.device import set_torch_threads
 
-                if not self.settings.model_path.exists():
-                    raise QueryError(f"no embedding model at {self.settings.model_path}; a query image from outside the collection needs it")
+                choice = self.settings.model
+                if not choice.available:
+                    raise QueryError(f"no embedding model at {choice.model_path}; a query image from outside the collection needs it")
                 set_torch_threads(self.settings.embed_threads)  # see _one_query_per_thread
-                self._embedder = load_embedder(self.settings.model_path, device=self.settings.device)
+                self._embedder = load_chosen_embedder(choice, device=self.settings.device, threads=self.settings.embed_threads)
         if self._embedder.model_id != self.model_id:
             raise QueryError(
-                f"the model file {self.settings.model_path} (id {self._embedder.model_id}) is not the one the collection "
+                f"{self.settings.model.describe()} (id {self._embedder.model_id}) is not the model the collection "
                 f"was indexed with ({self.model_id}); run 'index' and 'build-ann' again"
             )
         return self._embedder

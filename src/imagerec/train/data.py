@@ -35,6 +35,9 @@ class TrainData:
     labels: np.ndarray | None  # class code per cache row, when images sit in class folders
 
 
+LOOKUP_CHUNK = 500  # paths per SQLite look-up
+
+
 def select_files(settings: TrainSettings) -> list[ScannedFile]:
     """The training files: a seeded subset of at most ``train.max_images``, in path order."""
     tc, root = settings.train, settings.image_root
@@ -54,7 +57,23 @@ def select_files(settings: TrainSettings) -> list[ScannedFile]:
             j = rng.randrange(seen)
             if j < tc.max_images:
                 reservoir[j] = scanned
-    return sorted(reservoir, key=lambda f: f.rel_path)
+    return sorted(without_known_broken(reservoir, settings.layout.db), key=lambda f: f.rel_path)
+
+
+def without_known_broken(files: list[ScannedFile], db: Path) -> list[ScannedFile]:
+    """``files`` less those the collection's database records as skipped at the same size and mtime
+    (broken, truncated, bombs: decoding them again only costs time and repeats the decoder's noise)."""
+    if not files or not db.exists():
+        return files
+    from imagerec.store import Store
+
+    broken: set[bytes] = set()
+    with Store(db, readonly=True) as store:
+        for start in range(0, len(files), LOOKUP_CHUNK):
+            part = files[start:start + LOOKUP_CHUNK]
+            recorded = store.lookup_skipped([f.rel_path for f in part])
+            broken.update(f.rel_path for f in part if recorded.get(f.rel_path, (None, None))[:2] == (f.size, f.mtime_ns))
+    return [f for f in files if f.rel_path not in broken]
 
 
 def read_file_list(path: Path) -> set[bytes]:
@@ -73,7 +92,7 @@ def prepare_data(settings: TrainSettings, progress: ProgressCallback | None, say
     if len(files) < 2:
         raise TrainError(f"found {len(files)} image(s) under {settings.image_root}; training needs at least 2")
     try:
-        cache = open_or_build_cache(settings.image_root, files, tc.image_size, cache_dir, settings.load_settings(),
+        cache = open_or_build_cache(settings.image_root, files, settings.image_size, cache_dir, settings.load_settings(),
                                     tc.workers or os.cpu_count() or 1, progress=progress)
     except KeyboardInterrupt:
         raise Interrupted("interrupted while building the training cache; nothing was kept") from None

@@ -13,6 +13,8 @@ from torch import nn
 
 DEFAULT_LR = {"sgd": 0.15, "adamw": 1e-3}  # per 256 images
 DEFAULT_WEIGHT_DECAY = {"sgd": 1e-4, "adamw": 0.05}
+FINE_TUNE_LR_FACTOR = 0.1  # from pretrained weights: small steps, or the features are forgotten
+DEFAULT_WARMUP_FRACTION, MAX_WARMUP_FRACTION = 0.05, 0.10
 
 
 class WarmupCosine:
@@ -29,9 +31,32 @@ class WarmupCosine:
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def peak_lr(optimizer: str, lr: float | None, batch: int) -> float:
-    """``lr`` (or the optimiser's default) per 256 images, scaled to ``batch``."""
-    return (lr if lr is not None else DEFAULT_LR[optimizer]) * batch / 256
+def peak_lr(optimizer: str, lr: float | None, batch: int, fine_tuning: bool = False) -> float:
+    """``lr`` (or the optimiser's default, a tenth of it when fine-tuning) per 256 images, scaled to ``batch``."""
+    default = DEFAULT_LR[optimizer] * (FINE_TUNE_LR_FACTOR if fine_tuning else 1.0)
+    return (lr if lr is not None else default) * batch / 256
+
+
+def warmup_steps(warmup_epochs: float | None, steps_per_epoch: int, total_steps: int, say=None) -> int:
+    """Warm-up steps: ``warmup_epochs`` (default 5 % of the run), never more than 10 % of ``total_steps``."""
+    cap = int(MAX_WARMUP_FRACTION * total_steps)
+    if warmup_epochs is None:
+        return int(DEFAULT_WARMUP_FRACTION * total_steps)
+    wanted = round(warmup_epochs * steps_per_epoch)
+    if wanted > cap and say is not None:
+        say(f"note: warm-up shortened from {wanted} to {cap} steps (10 % of this run's {total_steps})")
+    return min(wanted, cap)
+
+
+def balanced_batches(n_images: int, batch_size: int) -> tuple[int, int]:
+    """(batch, steps per epoch), batch at most ``batch_size``, leaving fewer than ``steps`` images out of an epoch.
+
+    Full batches only (NT-Xent and batch norm want them), so an epoch of ``n_images`` with batch
+    ``n // steps`` drops ``n - steps * batch < steps`` images instead of up to ``batch_size - 1``.
+    """
+    steps = max(1, math.ceil(n_images / batch_size))
+    batch = max(2, n_images // steps) if n_images >= 2 else n_images
+    return batch, max(n_images // batch, 1)
 
 
 def weight_decay(optimizer: str, value: float | None) -> float:

@@ -30,16 +30,17 @@ import torch
 
 from imagerec.atomic import remove_stale_temps
 from imagerec.config import Config, TrainConfig
-from imagerec.embed.base import ModelSpec
+from imagerec.embed.base import ModelSpec, architecture
 from imagerec.embed.device import select_device, set_torch_threads
-from imagerec.embed.files import save_model
+from imagerec.embed.files import pretrained_backbone, save_model
 from imagerec.errors import Interrupted, TrainError
 from imagerec.procs import interrupt_acknowledged, say_now
 from imagerec.progress import ProgressCallback, report
 from imagerec.train.augment import AugmentSettings
 from imagerec.train.checkpoint import Resumable, RunState, load_checkpoint, save_checkpoint
 from imagerec.train.data import TrainData, epoch_batches, prefetch_batches, prepare_data
-from imagerec.train.optim import WarmupCosine, make_optimizer, make_scheduler, peak_lr, reschedule, weight_decay
+from imagerec.train.optim import (WarmupCosine, balanced_batches, make_optimizer, make_scheduler, peak_lr, reschedule,
+                                  warmup_steps, weight_decay)
 from imagerec.train.report import EpochLog, TrainSummary
 from imagerec.train.settings import TrainSettings
 from imagerec.train.simclr import build_simclr
@@ -48,6 +49,8 @@ from imagerec.train.validate import ValScores, validate
 __all__ = ["EpochLog", "TrainSummary", "Trainer", "train_embeddings"]
 
 SYNC_EVERY = 20  # steps between loss read-backs (each one waits for the GPU)
+ESTIMATE_AFTER = 3  # steps timed before the run's wall time is projected
+SMALL_SET, SHORT_RUN = 500, 100  # below these (training images, total steps) a run is warned about
 Say = Callable[[str], None]
 
 
@@ -79,8 +82,10 @@ def train_embeddings(
     trainer = Trainer(settings, data, device, say)
     if resume:
         trainer.resume()
-    elif ckpt_path.exists():
-        say(f"note: starting afresh; {ckpt_path} will be replaced (use --resume to continue it)")
+    else:
+        if ckpt_path.exists():
+            say(f"note: starting afresh; {ckpt_path} will be replaced (use --resume to continue it)")
+        trainer.baseline()
     try:
         with StopOnSigint() as stop:
             interrupted = trainer.run(stop, progress, on_epoch)
@@ -95,25 +100,44 @@ class Trainer:
 
     def __init__(self, settings: TrainSettings, data: TrainData, device: torch.device, say: Say):
         tc = self.tc = settings.train
+        self.settings, self.epochs = settings, settings.epochs
         self.layout, self.data, self.device, self.say = settings.layout, data, device, say
         self.ckpt_path = settings.layout.checkpoint
-        self.batch = min(tc.batch_size, len(data.train_rows))
-        if self.batch < tc.batch_size:
-            say(f"note: only {len(data.train_rows)} training images; batch size lowered to {self.batch}")
-        self.steps_per_epoch = len(data.train_rows) // self.batch
-        self.spec = ModelSpec(stem=tc.stem, image_size=tc.image_size)
+        self.batch, self.steps_per_epoch = balanced_batches(len(data.train_rows), tc.batch_size)
+        if self.batch != tc.batch_size:
+            say(f"note: {len(data.train_rows)} training images; batch size {self.batch} instead of {tc.batch_size} "
+                f"so that each epoch uses all but {len(data.train_rows) - self.batch * self.steps_per_epoch} of them")
+        self.spec = training_spec(settings)
         channels_last = tc.channels_last if tc.channels_last is not None else device.type == "cuda"
         torch.manual_seed(tc.seed)
         self.model = build_simclr(self.spec, augment_settings(tc), tc.temperature, device, channels_last)
+        if settings.fine_tuning:
+            self.model.backbone.load_state_dict(pretrained_backbone(self.spec).state_dict())
         self.optimizer = make_optimizer(tc.optimizer, [self.model.backbone, self.model.head],
-                                        peak_lr(tc.optimizer, tc.lr, self.batch), weight_decay(tc.optimizer, tc.weight_decay))
-        self.schedule = WarmupCosine(round(tc.warmup_epochs * self.steps_per_epoch), tc.epochs * self.steps_per_epoch)
+                                        peak_lr(tc.optimizer, tc.lr, self.batch, settings.fine_tuning),
+                                        weight_decay(tc.optimizer, tc.weight_decay))
+        total = self.epochs * self.steps_per_epoch
+        self.schedule = WarmupCosine(warmup_steps(tc.warmup_epochs, self.steps_per_epoch, total, say), total)
         self.scheduler = make_scheduler(self.optimizer, self.schedule)
         self.augment_gen = torch.Generator(device=device).manual_seed(tc.seed)
-        self.compat = {"cache_key": data.cache.key, "image_size": tc.image_size, "stem": tc.stem, "batch_size": self.batch,
-                       "seed": tc.seed, "val_fraction": tc.val_fraction, "optimizer": tc.optimizer}
+        self.compat = {"cache_key": data.cache.key, "image_size": self.spec.image_size, "stem": tc.stem, "batch_size": self.batch,
+                       "seed": tc.seed, "val_fraction": tc.val_fraction, "optimizer": tc.optimizer,
+                       "arch": self.spec.arch, "init": settings.model.init}
         self.state = RunState(run=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         self.start_epoch = 0
+        self.started = time.perf_counter()
+        if len(data.train_rows) < SMALL_SET or total < SHORT_RUN:
+            say(f"warning: {len(data.train_rows)} training images and {total} steps are very little to learn from; "
+                f"expect little gain below ~{SMALL_SET} images and ~{SHORT_RUN} steps")
+
+    def baseline(self) -> None:
+        """Fine-tuning: score the pretrained start on validation, so only an epoch that beats it is kept."""
+        if not self.settings.fine_tuning or self.data.labels is None:
+            return
+        scores = validate(self.model, self.data.cache.images, self.data.val_rows, self.data.labels, self.batch, self.tc.seed)
+        if scores.p_at_10 is not None:
+            self.state.best = {"metric": "val_p@10", "value": scores.p_at_10, "epoch": 0}
+            self.say(f"pretrained start: val P@10 {scores.p_at_10:.4f}; an epoch is kept only if it beats that")
 
     @property
     def resumable(self) -> Resumable:
@@ -130,7 +154,7 @@ class Trainer:
     def run(self, stop: "StopOnSigint", progress: ProgressCallback | None, on_epoch) -> bool:
         """Train until ``epochs``; returns True when stopped early (Ctrl-C or ``on_epoch``)."""
         st = self.state
-        while st.epoch < self.tc.epochs:
+        while st.epoch < self.epochs:
             if not self.train_epoch(stop, progress):
                 self.checkpoint()
                 self.say(f"stopped at epoch {st.epoch + 1}, step {st.step_in_epoch}/{self.steps_per_epoch}; "
@@ -146,7 +170,7 @@ class Trainer:
     def train_epoch(self, stop: "StopOnSigint", progress: ProgressCallback | None) -> bool:
         """The rest of the current epoch; False when Ctrl-C stopped it after a step."""
         st, b = self.state, self.batch
-        stage, total = f"epoch {st.epoch + 1}/{self.tc.epochs}", self.steps_per_epoch * b
+        stage, total = f"epoch {st.epoch + 1}/{self.epochs}", self.steps_per_epoch * b
         steps = epoch_batches(self.data.train_rows, b, self.tc.seed, st.epoch, st.step_in_epoch)
         self.model.train()
         report(progress, stage, st.step_in_epoch * b, total)
@@ -167,12 +191,23 @@ class Trainer:
             st.train_s += now - t0
             t0 = now
             report(progress, stage, st.step_in_epoch * b, total, step=st.global_step)
+            if st.step_in_epoch == ESTIMATE_AFTER and st.epoch == self.start_epoch:
+                self.say_estimate()
             if stopping:
                 return False
             if saving:
                 self.checkpoint()
                 t0 = time.perf_counter()
         return True
+
+    def say_estimate(self) -> None:
+        """After the first steps: the run's projected wall time (steps left at the pace so far, plus validation)."""
+        st = self.state
+        per_step = st.train_s / max(st.step_in_epoch, 1)
+        left = self.epochs * self.steps_per_epoch - st.global_step
+        val_share = len(self.data.val_rows) / max(len(self.data.train_rows), 1) / 2  # val: one pass, no backward
+        minutes = left * per_step * (1 + val_share) / 60
+        self.say(f"estimate: ~{minutes:.0f} min for the remaining {left} steps ({per_step:.2f} s/step), validation included")
 
     def step(self, images: torch.Tensor) -> torch.Tensor:
         """One optimiser step on a uint8 NHWC batch; returns the loss (not read back)."""
@@ -195,7 +230,7 @@ class Trainer:
         val_s = time.perf_counter() - v0
         metric, value, better = self._best_candidate(scores)
         st.epoch += 1
-        entry = EpochLog(run=st.run, epoch=st.epoch, epochs=self.tc.epochs, step=st.global_step,
+        entry = EpochLog(run=st.run, epoch=st.epoch, epochs=self.epochs, step=st.global_step,
                          train_loss=st.loss_sum / max(st.loss_count, 1), val_loss=scores.loss,
                          val_p_at_10=scores.p_at_10, val_map=scores.mean_ap, lr=self.optimizer.param_groups[0]["lr"],
                          images_per_s=st.loss_count * self.batch / max(st.train_s, 1e-9), train_s=st.train_s,
@@ -220,7 +255,8 @@ class Trainer:
     def _save_model(self, entry: EpochLog) -> str:
         st, data = self.state, self.data
         info = {
-            "trainer": "imagerec.train (SimCLR)", "epochs": entry.epoch, "image_size": self.spec.image_size,
+            "trainer": "imagerec.train (SimCLR)", "init": self.settings.model.init, "epochs": entry.epoch,
+            "image_size": self.spec.image_size,
             "stem": self.spec.stem, "dataset_size": len(data.train_rows) + len(data.val_rows),
             "train_images": len(data.train_rows), "val_images": len(data.val_rows),
             "best_metric": st.best["metric"], "best_value": st.best["value"],
@@ -239,12 +275,21 @@ class Trainer:
         st, layout, best = self.state, self.layout, self.state.best
         return TrainSummary(
             model_path=layout.model, model_id=st.best_model_id, checkpoint_path=self.ckpt_path,
-            log_path=layout.train_log, start_epoch=self.start_epoch, epochs_done=st.epoch, epochs=self.tc.epochs,
+            log_path=layout.train_log, start_epoch=self.start_epoch, epochs_done=st.epoch, epochs=self.epochs,
             train_images=len(self.data.train_rows), val_images=len(self.data.val_rows), skipped=self.data.cache.skipped,
             best_metric=best["metric"], best_value=best["value"], best_epoch=best["epoch"],
             cache_built=self.data.cache.built, wall_s=wall_s, interrupted=interrupted,
             history=[EpochLog(**h) for h in st.history],
         )
+
+
+def training_spec(settings: TrainSettings) -> ModelSpec:
+    """The spec of the model this run trains (architecture, stem, input size, normalisation)."""
+    arch = architecture(settings.model.arch)
+    if settings.train.stem not in arch.stems:
+        raise TrainError(f"train.stem: {settings.train.stem!r} is not a stem of {arch.name} (it has {list(arch.stems)}); "
+                         f"fix it in {settings.where}")
+    return arch.spec(settings.image_size, settings.train.stem)
 
 
 def augment_settings(tc: TrainConfig) -> AugmentSettings:

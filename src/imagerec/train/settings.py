@@ -6,9 +6,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagerec.config import Config, TrainConfig
+from imagerec.config import Config, ModelConfig, TrainConfig
 from imagerec.data import loading
 from imagerec.layout import Layout
+
+
+SCRATCH_EPOCHS = 100
+FINE_TUNE_EPOCHS = 5
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,7 @@ class TrainSettings:
     """The ``train`` section plus the few other facts training needs; everything below takes this."""
 
     train: TrainConfig
+    model: ModelConfig
     layout: Layout
     image_root: Path
     follow_symlinks: bool
@@ -33,11 +38,26 @@ class TrainSettings:
             file_list = Path(os.path.expanduser(config.train.file_list))
             if not file_list.is_absolute():
                 file_list = (config.source.resolve().parent if config.source else Path.cwd()) / file_list
-        return cls(train=config.train, layout=config.output.layout, image_root=Path(config.data.image_root),
+        return cls(train=config.train, model=config.model, layout=config.output.layout, image_root=Path(config.data.image_root),
                    follow_symlinks=config.index.follow_symlinks, formats=config.index.formats,
                    max_image_pixels=config.index.max_image_pixels, file_list=file_list, device=config.runtime.device,
                    threads=config.runtime.threads, where=str(config.source or "the config"))
 
+    @property
+    def image_size(self) -> int:
+        """Training (and so embedding) input size: ``train.image_size``, else ``model.input_size`` or its default."""
+        return self.train.image_size or self.model.size
+
+    @property
+    def fine_tuning(self) -> bool:
+        """True when training starts from pretrained weights (``model.init: imagenet``)."""
+        return self.model.init == "imagenet"
+
+    @property
+    def epochs(self) -> int:
+        """``train.epochs``, else the recipe's: 100 from scratch, 5 when fine-tuning."""
+        return self.train.epochs or (FINE_TUNE_EPOCHS if self.fine_tuning else SCRATCH_EPOCHS)
+
     def load_settings(self) -> loading.LoadSettings:
         """How the cache decodes: the index's allow-list and pixel limit, at the training input size."""
-        return loading.LoadSettings(self.formats, self.max_image_pixels, self.train.image_size)
+        return loading.LoadSettings(self.formats, self.max_image_pixels, self.image_size)

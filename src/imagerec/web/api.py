@@ -53,7 +53,8 @@ def status(request: Request) -> dict[str, Any]:
     elif ann["state"] != "current":
         hint = f"the ANN index is {ann['state']}: run '{_command(services, 'build-ann')}' to include the latest changes"
     q = services.config.query
-    defaults = {"k": q.top_k, "weights": {"embedding": q.w_embedding, "color": q.w_color, "dhash": q.w_dhash}}
+    weights = Weights.default(services.config.model.init, (q.w_embedding, q.w_color, q.w_dhash))
+    defaults = {"k": q.top_k, "weights": weights.as_dict()}
     return {**report, "database": True, "hint": hint, "image_root": str(services.image_root), "defaults": defaults}
 
 

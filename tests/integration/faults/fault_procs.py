@@ -30,7 +30,7 @@ def copy_sample(dest: Path) -> Path:
 def write_config(path: Path, image_root: Path, out: Path, **sections) -> Path:
     raw = {"data": {"image_root": str(image_root)}, "output": {"dir": str(out)},
            "runtime": {"device": "cpu", "threads": 1}, "index": {"workers": 2, "batch_size": 16},
-           "train": dict(TRAIN_TINY)}
+           "train": dict(TRAIN_TINY), "model": {"arch": "resnet18", "init": "random"}}
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value}
     path.write_text(yaml.safe_dump(raw))

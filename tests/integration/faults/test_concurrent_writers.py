@@ -27,7 +27,7 @@ def test_a_second_writer_exits_naming_the_first_and_readers_do_not_block(tmp_pat
     out = tmp_path / "out"
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"data": {"image_root": str(root)}, "output": {"dir": str(out)},
-                                      "index": {"workers": 1, "batch_size": 8}}))
+                                      "index": {"workers": 1, "batch_size": 8}, "model": {"arch": "resnet18", "init": "random"}}))
     first = subprocess.Popen([sys.executable, "-m", "imagerec", "--config", str(config), "index", "-q"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -54,7 +54,7 @@ def _config(base: Path, root: Path, out: Path, epochs: int = 1):
 
     path = base / f"config_{out.name}.yaml"
     path.write_text(yaml.safe_dump({"data": {"image_root": str(root)}, "output": {"dir": str(out)},
-                                    "runtime": {"device": "cpu", "threads": 1}, "train": {**TINY, "epochs": epochs}}))
+                                    "runtime": {"device": "cpu", "threads": 1}, "train": {**TINY, "epochs": epochs}, "model": {"arch": "resnet18", "init": "random"}}))
     return load_config(path)
 
 

@@ -36,7 +36,7 @@ def heic_root(tmp_path, shared_data):
 def _config(tmp_path, root, **index):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"data": {"image_root": str(root)}, "output": {"dir": str(tmp_path / "out")},
-                                    "index": {"workers": 2, **index}}))
+                                    "index": {"workers": 2, **index}, "model": {"arch": "resnet18", "init": "random"}}))
     return path
 
 

@@ -25,7 +25,7 @@ PHOTO = SAMPLE_DIR / "Leopards" / "image_0002.jpg"
 def _config(tmp_path, root, **index):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"data": {"image_root": str(root)}, "output": {"dir": str(tmp_path / "out")},
-                                    "index": {"workers": 1, **index}}))
+                                    "index": {"workers": 1, **index}, "model": {"arch": "resnet18", "init": "random"}}))
     return path
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from imagerec.train.data import folder_labels, split_rows
-from imagerec.train.optim import WarmupCosine, make_optimizer, peak_lr, weight_decay
+from imagerec.train.optim import WarmupCosine, balanced_batches, make_optimizer, peak_lr, warmup_steps, weight_decay
 
 
 def test_warmup_cosine_schedule():
@@ -19,8 +19,26 @@ def test_warmup_cosine_schedule():
     assert WarmupCosine(0, 0)(0) == 1.0  # no warm-up, degenerate length
 
 
+def test_warmup_is_a_bounded_fraction_of_the_run():
+    notes = []
+    assert warmup_steps(None, 10, 1000) == 50  # default: 5 % of the steps
+    assert warmup_steps(2, 10, 1000) == 20  # asked for, within the cap
+    assert warmup_steps(10, 10, 20, notes.append) == 2 and "shortened from 100 to 2" in notes[0]  # capped at 10 %
+    assert warmup_steps(0, 10, 1000) == 0
+
+
+@pytest.mark.parametrize("n, asked", [(647, 256), (5487, 256), (300, 60), (18, 8), (7, 256), (2, 2), (1000, 1000), (1001, 1000)])
+def test_batches_never_exceed_the_request_or_the_set_and_drop_less_than_one_per_step(n, asked):
+    batch, steps = balanced_batches(n, asked)
+    assert 2 <= batch <= min(asked, n) and steps >= 1
+    assert steps == n // batch  # what epoch_batches will make of it
+    assert n - batch * steps < max(steps, 2)  # the old rule dropped up to batch - 1 (135 of 647 at 256)
+
+
 def test_lr_scaling_weight_decay_defaults_and_groups():
     assert peak_lr("sgd", None, 512) == pytest.approx(0.3) and peak_lr("adamw", 2e-3, 128) == pytest.approx(1e-3)
+    assert peak_lr("sgd", None, 256, fine_tuning=True) == pytest.approx(0.015)  # a tenth from pretrained weights
+    assert peak_lr("sgd", 0.05, 256, fine_tuning=True) == pytest.approx(0.05)  # a given lr is taken as it is
     assert weight_decay("sgd", None) == 1e-4 and weight_decay("adamw", None) == 0.05 and weight_decay("sgd", 0.0) == 0.0
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     opt = make_optimizer("sgd", [net], lr=0.1, weight_decay=1e-4)
