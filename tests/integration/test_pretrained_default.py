@@ -54,13 +54,15 @@ def test_default_config_embeds_with_the_pretrained_model_before_any_training(tmp
     assert "30 new" in first.output and "note: no embedding model" not in first.output
     status = json.loads(_run(config, "status", "--json").output)
     assert status["model_id"] == pretrained_model("efficientnet_lite0", SIZE).model_id
-    assert status["with_embedding"] == 30
+    assert status["with_embedding"] == 30 and status["model_init"] == "imagenet"
     again = _run(config, "index", "-q")
     assert "0 new, 0 updated, 0 embeddings added, 30 unchanged" in again.output  # the same id: nothing re-embedded
     _run(config, "build-ann")
     query = _run(config, "query", "--image", str(photos / "Leopards" / "image_0002.jpg"), "--top-k", "5", "--json")
     results = json.loads(query.output)
     assert [r["relpath"].split("/")[0] for r in results] == ["Leopards"] * 5
+    table = _run(config, "query", "--id", "1", "--top-k", "3").output
+    assert "weights embedding 0.95, color 0.00, dhash 0.05" in table  # the pretrained model's defaults
     report = json.loads(_run(config, "evaluate", "--json").output)
     assert report["signals"]["embedding"]["p@5"] >= 0.9  # category-level neighbours with no training at all
     assert report["signals"]["embedding"]["p@5"] > report["signals"]["color"]["p@5"] + 0.1

@@ -33,14 +33,12 @@ def query(ctx, images, ids, more_images, top_k, w_embedding, w_color, w_dhash, w
     (Bhattacharyya) and dHash similarity; the fused score is their weighted sum (weights normalised to
     sum 1), averaged over several query images.
     """
-    from imagerec.search.fusion import Weights
-    from imagerec.search.recommender import SearchSettings, run_query
+    from imagerec.search.recommender import run_query
 
     if w_phash is not None:
         raise click.UsageError("--w-phash was renamed to --w-dhash (the hash is a difference hash, dHash)")
     config = command_config(ctx)
-    weights = Weights.merged(SearchSettings.from_config(config).weights,
-                             {"embedding": w_embedding, "color": w_color, "dhash": w_dhash})
+    weights = {"embedding": w_embedding, "color": w_color, "dhash": w_dhash}  # None: the collection's default
     response = run_query(config, images=[*images, *more_images], ids=ids, top_k=top_k, weights=weights,
                          include_query=include_query)
     for notice in response.notices:

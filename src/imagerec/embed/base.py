@@ -73,6 +73,9 @@ class Embedder(Protocol):
     @property
     def runs_on_cpu(self) -> bool: ...  # decode workers then yield the CPU to the model
 
+    @property
+    def init(self) -> str: ...  # how the weights started: "imagenet" or "random" (picks default fusion weights)
+
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 → (N, dim) float32 with unit L2 norm."""
         ...

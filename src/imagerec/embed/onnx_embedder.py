@@ -10,6 +10,8 @@ means the torch embedder is used instead, with a note.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -56,6 +58,7 @@ class OnnxEmbedder:
     input_size = property(lambda self: self._model.spec.image_size)
     preprocess = property(lambda self: self._preprocess)
     runs_on_cpu = property(lambda self: True)
+    init = property(lambda self: str(self._model.info.get("init", "random")))
     device = property(lambda self: torch.device("cpu"))
     model = property(lambda self: self._model)
 
@@ -69,11 +72,11 @@ class OnnxEmbedder:
 
 def onnx_embedder(model: EmbeddingModel, cache_dir: Path, threads: int, say=None) -> OnnxEmbedder | TorchEmbedder:
     """The ONNX Runtime embedder for ``model`` (exported on first use), or a torch one when that fails."""
+    path = Path(cache_dir) / "onnx" / f"{model.model_id}.onnx"
     try:
-        import onnxruntime as ort
+        ort = _import_onnxruntime(path.parent)
     except ImportError:
         return _fallback(model, "onnxruntime is not installed", say)
-    path = Path(cache_dir) / "onnx" / f"{model.model_id}.onnx"
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     for attempt in ("cached", "fresh"):
@@ -91,6 +94,24 @@ def onnx_embedder(model: EmbeddingModel, cache_dir: Path, threads: int, say=None
     if difference > TOLERANCE:
         return _fallback(model, f"ONNX output differs from torch by {difference:.1e}", say)
     return embedder
+
+
+def _import_onnxruntime(folder: Path):
+    """``onnxruntime`` with its telemetry off. Its telemetry SDK writes a session file (``.ses``) into
+    TMPDIR when the module loads, so TMPDIR points at our own cache folder for that moment."""
+    if "onnxruntime" not in sys.modules:
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = str(folder)
+        try:
+            import onnxruntime
+        finally:
+            if saved is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = saved
+        onnxruntime.disable_telemetry_events()
+    return sys.modules["onnxruntime"]
 
 
 def _export(model: EmbeddingModel, path: Path) -> None:

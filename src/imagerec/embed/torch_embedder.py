@@ -60,6 +60,10 @@ class TorchEmbedder:
         return self._device.type == "cpu"
 
     @property
+    def init(self) -> str:
+        return str(self._model.info.get("init", "random"))  # files from before "init" existed were all from scratch
+
+    @property
     def device(self) -> torch.device:
         """Where the network runs."""
         return self._device

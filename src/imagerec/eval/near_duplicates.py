@@ -31,7 +31,7 @@ from imagerec.errors import EvaluationError, ImageLoadError
 from imagerec.eval.report import table_lines
 from imagerec.progress import ProgressCallback, report as report_progress
 from imagerec.search.fusion import QueryImage, Weights, score_candidates
-from imagerec.search.recommender import Recommender, SearchSettings
+from imagerec.search.recommender import Recommender
 from imagerec.store.records import absolute_path, sample_ids
 
 SIGNALS = ("embedding", "color", "dhash", "fused", "query")
@@ -143,11 +143,11 @@ def near_duplicate_benchmark(config: Config, *, images: int = 50, seed: int = 0,
     started = time.perf_counter()
     if images < 1:
         raise EvaluationError(f"--edits must be at least 1 (got {images})")
-    weights = weights or SearchSettings.from_config(config).weights
     rng = np.random.default_rng(seed)
     found = {e.name: {s: np.zeros(len(TOP)) for s in SIGNALS} for e in EDITS}
     skipped: list[str] = []
     with Recommender(config, embedder=embedder) as rec, _scratch_folder(config) as tmp:
+        weights = weights or rec.settings.weights
         picked = sample_ids(rec.store.embedding_ids(rec.model_id), images, seed)
         originals = rec.store.get_features(picked.tolist(), rec.model_id)
         copies: list[_Copy] = []

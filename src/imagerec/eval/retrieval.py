@@ -34,7 +34,7 @@ from imagerec.eval.metrics import mean_metrics, rank_by_score, ranked_metrics
 from imagerec.eval.tuning import TuneSettings, TuningResult, pick_weights, simplex_grid
 from imagerec.progress import ProgressCallback, report as report_progress
 from imagerec.search.fusion import QueryImage, Scores, Weights, score_candidates
-from imagerec.search.recommender import Recommender, SearchSettings
+from imagerec.search.recommender import Recommender
 from imagerec.store.records import sample_ids
 from imagerec.vectors import unit_rows
 
@@ -99,10 +99,10 @@ def evaluate(config: Config, *, labels_file: str | os.PathLike | None = None, sa
         raise EvaluationError(f"--sample must be at least 1 (got {sample})")
     if tune is not None and tune.metric not in ("map", *(f"p@{k}" for k in ks)):
         raise EvaluationError(f"--metric {tune.metric}: choose map or p@k for one of --k {list(ks)}")
-    weights = weights or SearchSettings.from_config(config).weights
     measure = config.query.color_measure
-    tally = _Tally(ks, weights, simplex_grid(tune.step) if tune is not None else None)
     with Recommender(config) as rec, rec.store.read_snapshot():
+        weights = weights or rec.settings.weights
+        tally = _Tally(ks, weights, simplex_grid(tune.step) if tune is not None else None)
         all_ids, all_paths = _ids_and_paths(rec)
         labels = (read_labels_file(labels_file, config.data.image_root, set(all_paths)) if labels_file is not None
                   else folder_labels(all_paths))

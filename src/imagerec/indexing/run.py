@@ -150,7 +150,7 @@ def run_index(
     tracker.advance(0)
     with Store(db) as store:
         if embedder is not None:
-            store.set_model_id(embedder.model_id)
+            store.set_model_id(embedder.model_id, embedder.init)
         stored_before = store.count_images()
         store.begin_scan()
         jobs = batched(_plan(store, settings, summary, tracker), JOB_SIZE)

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,8 @@ class SearchSettings:
     device: str
     embed_threads: int
     top_k: int
-    weights: Weights
+    weights: Weights  # the defaults for how the model started, with the configured ones in place
+    weight_overrides: tuple[float | None, float | None, float | None]  # query.w_* as configured (None: default)
     candidates: CandidateSettings
     color_measure: str
     near_duplicate_max_bits: int
@@ -61,6 +62,7 @@ class SearchSettings:
             db=config.output.layout.db, model=ModelChoice.from_config(config), image_root=Path(config.data.image_root),
             device=config.runtime.device, embed_threads=q.embed_threads, top_k=q.top_k,
             weights=Weights.default(config.model.init, (q.w_embedding, q.w_color, q.w_dhash)),
+            weight_overrides=(q.w_embedding, q.w_color, q.w_dhash),
             candidates=CandidateSettings(q.candidates, q.candidates_per_k, q.hash_candidates_max_bits),
             color_measure=q.color_measure, near_duplicate_max_bits=q.near_duplicate_max_bits,
             decode=DecodeRules(config.index.formats, config.index.max_image_pixels, HistogramSpec(h.space, h.bins)),
@@ -115,6 +117,9 @@ class Recommender(Closing):
             raise QueryError(f"{self.settings.db}: no database yet; run 'index' first")
         try:
             self.model_id = self._open_model_id()
+            started = self.store.model_init  # the collection's record beats the config: the model may predate it
+            if started is not None:
+                self.settings = replace(self.settings, weights=Weights.default(started, self.settings.weight_overrides))
             if ann is None:
                 from imagerec.ann import load_ann
 
@@ -270,13 +275,18 @@ def _one_query_per_thread() -> None:
 
 
 def run_query(config: Config, *, images: Sequence[str | os.PathLike] = (), ids: Sequence[int] = (),
-              top_k: int | None = None, weights: Weights | None = None, include_query: bool = False,
-              embedder=None) -> QueryResponse:
-    """One-shot query (the CLI's ``query``): open the collection, resolve query images, search."""
+              top_k: int | None = None, weights: Weights | Mapping[str, float | None] | None = None,
+              include_query: bool = False, embedder=None) -> QueryResponse:
+    """One-shot query (the CLI's ``query``): open the collection, resolve query images, search.
+
+    ``weights`` may be a mapping of some signals' weights: the others keep the collection's defaults.
+    """
     if not images and not ids:
         raise QueryError("give at least one query image (--image PATH or --id N)")
     for image in images:  # fail fast on a missing file, before loading the index
         if not os.path.exists(image):
             raise QueryError(f"{image}: query image not found")
     with Recommender(config, embedder=embedder) as rec:
+        if isinstance(weights, Mapping):
+            weights = Weights.merged(rec.settings.weights, weights)
         return rec.search(ids=ids, images=images, top_k=top_k, weights=weights, include_query=include_query)

@@ -34,6 +34,7 @@ from imagerec.store.records import (FeatureRows, ImageRecord, SkipRecord, Stored
 from imagerec.vectors import from_blob, to_blob
 
 MODEL_ID_KEY = "model_id"
+MODEL_INIT_KEY = "model_init"
 
 
 class Store(Closing):
@@ -122,8 +123,16 @@ class Store(Closing):
         """Id of the model the collection's embeddings are made with (set by ``index``), None before any."""
         return self.get_meta(MODEL_ID_KEY)
 
-    def set_model_id(self, model_id: str) -> None:
+    def set_model_id(self, model_id: str, init: str | None = None) -> None:
+        """Record the collection's model (and how its weights started: it picks the default fusion weights)."""
         self.set_meta(MODEL_ID_KEY, model_id)
+        if init is not None:
+            self.set_meta(MODEL_INIT_KEY, init)
+
+    @property
+    def model_init(self) -> str | None:
+        """"imagenet" or "random" for the collection's model; None when not recorded (collections indexed before)."""
+        return self.get_meta(MODEL_INIT_KEY)
 
     @property
     def data_version(self) -> int:

@@ -19,6 +19,7 @@ class CollectionStatus:
     skipped_by_reason: dict[str, int]
     with_embedding: int
     model_id: str | None
+    model_init: str | None  # "imagenet" (pretrained start) or "random"; None: not recorded
     embeddings_by_model: dict[str, int]
     ann: dict[str, Any] | None
     db_path: str
@@ -41,6 +42,7 @@ def collection_status(config: Config) -> CollectionStatus:
             skipped_by_reason=skipped,
             with_embedding=by_model.get(model_id, 0) if model_id else 0,
             model_id=model_id,
+            model_init=store.model_init,
             embeddings_by_model=by_model,
             ann=ann_state(config.output.layout, data_version=store.data_version, model_id=model_id),
             db_path=str(config.output.layout.db),

@@ -53,7 +53,7 @@ def status(request: Request) -> dict[str, Any]:
     elif ann["state"] != "current":
         hint = f"the ANN index is {ann['state']}: run '{_command(services, 'build-ann')}' to include the latest changes"
     q = services.config.query
-    weights = Weights.default(services.config.model.init, (q.w_embedding, q.w_color, q.w_dhash))
+    weights = Weights.default(report["model_init"] or services.config.model.init, (q.w_embedding, q.w_color, q.w_dhash))
     defaults = {"k": q.top_k, "weights": weights.as_dict()}
     return {**report, "database": True, "hint": hint, "image_root": str(services.image_root), "defaults": defaults}
 
