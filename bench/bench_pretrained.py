@@ -160,16 +160,22 @@ def tuning(args) -> list[str]:
     config = write_config(OUT / f"all_{size}", CALTECH / "101_ObjectCategories", size, args)
     lists = {}
     for name in ("train", "test"):
-        lists[name] = OUT / f"{name}_nobg.txt"
+        lists[name] = OUT / f"labels_{name}_nobg.txt"
         lists[name].write_text("\n".join(split_list(f"{name}.txt")) + "\n")
     log(f"all photos at {size} px: index")
-    seconds, n = index_timed(config)
+    started = time.perf_counter()
+    n = int(imagerec(config, "index", "-q").split(" new")[0].split()[-1])  # incremental: a re-run adds nothing
+    seconds = time.perf_counter() - started
     imagerec(config, "build-ann")
-    tuned = json.loads(imagerec(config, "evaluate", "--labels", str(lists["train"]), "--tune-weights",
-                                "--metric", "p@10", "--json"))
+    log("tuning on train-split queries")
+    tuned = json.loads(imagerec(config, "evaluate", "--labels", str(lists["train"]), "--tune-weights", "--grid-step",
+                                str(args.grid_step), "--sample", str(args.tune_queries), "--metric", "p@10", "--json"))
+    (OUT / "tuning.json").write_text(json.dumps(tuned, indent=2))
+    log(f"tuned: {tuned['tuning']['best_weights']}")
+    log("test split with the default weights")
     test = json.loads(imagerec(config, "evaluate", "--labels", str(lists["test"]), "--json"))
     t = tuned["tuning"]
-    lines = [f"All {n} photos indexed at {size} px in {seconds:.0f} s ({n / seconds:.1f} images/s).", "",
+    lines = [f"Index of all photos at {size} px: {n} new in {seconds:.0f} s (0 new: the collection was already indexed).", "",
              f"Tuning on train-split queries (grid {t['step']}, P@10; {t['val_queries']} validation / "
              f"{t['test_queries']} held-out train queries): best {t['best_weights']} "
              f"(val {t['validation']}, held out {t['test']}); default {t['configured_weights']}.", "",
@@ -191,6 +197,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--model-only-images", type=int, default=512)
+    parser.add_argument("--grid-step", type=float, default=0.05, help="Weight grid step for --tune.")
+    parser.add_argument("--tune-queries", type=int, default=6096, help="Train-split queries sampled for --tune.")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     lines = [f"## pretrained EfficientNet-Lite0 on Caltech-101 ({args.workers} workers, {args.threads} threads, "

@@ -80,7 +80,8 @@ def status(ctx, as_json: bool, list_skipped: bool) -> None:
     click.echo(f"database      {report.db_path} ({report.db_size_bytes / 1e6:.1f} MB, schema v{report.schema_version})")
     click.echo(f"images        {report.images}")
     click.echo(f"skipped       {report.skipped} ({reasons})")
-    click.echo(f"embeddings    {report.with_embedding} with model {report.model_id or '(none yet)'}")
+    started = {"imagenet": " (pretrained)", "random": " (trained from scratch)"}.get(report.model_init or "", "")
+    click.echo(f"embeddings    {report.with_embedding} with model {report.model_id or '(none yet)'}{started}")
     click.echo(f"ANN index     {ann}")
     for path, reason, detail in files or ():
         click.echo(f"  {reason:<20} {printable(display_path(path))}  ({printable(detail)})")

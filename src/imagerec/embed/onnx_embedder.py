@@ -79,6 +79,8 @@ def onnx_embedder(model: EmbeddingModel, cache_dir: Path, threads: int, say=None
         return _fallback(model, "onnxruntime is not installed", say)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # Idle ORT threads spin by default, taking cycles the decode workers need: off is ~5 % faster for index
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     for attempt in ("cached", "fresh"):
         try:
             if attempt == "fresh" or not path.exists():

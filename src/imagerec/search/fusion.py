@@ -25,7 +25,7 @@ SIGNALS = ("embedding", "color", "dhash")
 #: left null. Tuned with ``evaluate --tune-weights`` on Caltech-101's train split (docs/benchmarks.md):
 #: a pretrained embedder is far better at category neighbours than colour and dHash, which only
 #: break near-ties; the seed's from-scratch model gains from both.
-DEFAULT_WEIGHTS = {"imagenet": (0.95, 0.0, 0.05), "random": (0.7, 0.2, 0.1)}
+DEFAULT_WEIGHTS = {"imagenet": (0.85, 0.0, 0.15), "random": (0.7, 0.2, 0.1)}
 
 
 @dataclass(frozen=True)
