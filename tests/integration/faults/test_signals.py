@@ -45,6 +45,8 @@ def _check_stopped(run: Run, *, may_finish: bool, acked: float | None, need_ack:
 
 
 STARTUP_DELAYS = (0.0, 0.15, 0.4, 0.8)  # after the first child appears: the workers are still importing
+TOTAL = 300  # photos in the sample copy
+FINISHED = "finished before the Ctrl-C"
 
 
 def _index_try(tmp_path, photos, tiny_model_file, name: str, when, delay: float = 0.0) -> list[str]:
@@ -59,7 +61,10 @@ def _index_try(tmp_path, photos, tiny_model_file, name: str, when, delay: float 
         time.sleep(delay)
         sent = run.sigint()
         acked = _ack_delay(run, sent)
-        return _check_stopped(run, may_finish=when is _late, acked=acked, need_ack=when is not _starting)
+        problems = _check_stopped(run, may_finish=when is _late, acked=acked, need_ack=when is not _starting)
+        if when is _starting and problems == ["exit 0"] and image_rows(out / "images.db") == TOTAL:
+            return [FINISHED]  # a fast machine: all was indexed before the Ctrl-C landed
+        return problems
     finally:
         if run.proc.poll() is None:
             run.kill()
@@ -82,7 +87,9 @@ def test_ctrl_c_during_index_exits_130_cleanly(tmp_path, photos, tiny_model_file
     delays = STARTUP_DELAYS if when is _starting else (0.0,) * tries
     failures = {f"try {i}": p for i, d in enumerate(delays)
                 if (p := _index_try(tmp_path, photos, tiny_model_file, f"i{i}", when, d))}
-    assert not failures, failures
+    finished = [name for name, p in failures.items() if p == [FINISHED]]
+    assert len(finished) <= len(delays) // 2, failures  # most tries must really be interrupted
+    assert not {name: p for name, p in failures.items() if name not in finished}, failures
 
 
 def _train_try(tmp_path, photos, name: str, stage: str, second_after: float | None, delay: float = 0.0) -> list[str]:
