@@ -51,9 +51,9 @@ def keep_large_allocations() -> None:
 
     A CNN's activations at 224 px are tens of MB per layer; by default glibc serves each with mmap and
     unmaps it on free, so every batch pays page faults and zeroing (60 % system time measured). Raising
-    the mmap and trim thresholds keeps them in the heap: EfficientNet-Lite0 at 224 px on 2 threads went
-    from 38 to 81 images/s (docs/benchmarks.md). The retained heap is bounded by the largest batch's
-    activations. No-op off glibc.
+    the mmap and trim thresholds keeps them in the heap: torch eager EfficientNet-Lite0 at 224 px on 2
+    threads went from 31.5 to 68.5 images/s (``bench/bench_inference.py``). The retained heap is bounded
+    by the largest batch's activations. No-op off glibc.
     """
     global _allocator_tuned
     if _allocator_tuned or not sys.platform.startswith("linux"):

@@ -38,7 +38,7 @@ def build_efficientnet_lite0(spec: ModelSpec) -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise ModelFileError(f"efficientnet_lite0 needs the package efficientnet-lite-pytorch: {_INSTALL}") from None
-    # "same" padding is computed for this input size; for multiples of 32 it is the same at every stage
+    # the network's static "same" padding is computed for this input size
     return LiteFeatures(EfficientNet.from_name(MODEL_NAME, image_size=spec.image_size))
 
 

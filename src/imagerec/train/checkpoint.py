@@ -29,6 +29,7 @@ from imagerec.errors import TrainError
 CHECKPOINT_FORMAT = "imagerec.train_checkpoint"
 CHECKPOINT_VERSION = 1
 _HINT = "start without --resume"
+LEGACY_COMPAT = {"arch": "resnet18", "init": "random"}  # checkpoints from before these keys: always the seed recipe
 _PARTS = {"compat": dict, "state": dict, "backbone": dict, "head": dict, "optimizer": dict, "scheduler": dict, "rng": dict}
 _RNG_KEYS = ("python", "numpy", "torch", "cuda", "augment")
 _STATE_TYPES = {"run": (str,), "epoch": (int,), "step_in_epoch": (int,), "global_step": (int,), "loss_sum": (float, int),
@@ -80,7 +81,7 @@ def load_checkpoint(path: Path, compat: dict[str, Any], parts: Resumable) -> Run
     payload = load_tagged_payload(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, TrainError, "training checkpoint", _HINT)
     check_checksum(payload, lambda reason: TrainError(f"{path}: training checkpoint {reason}; {_HINT}"))
     state = _checked_state(path, payload)
-    saved = payload["compat"]
+    saved = {**LEGACY_COMPAT, **payload["compat"]}
     changed = [k for k in compat if saved.get(k) != compat[k]]
     if changed:
         what = ", ".join(f"{k} {saved.get(k)!r} → {compat[k]!r}" for k in changed)

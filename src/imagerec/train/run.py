@@ -125,7 +125,6 @@ class Trainer:
                        "arch": self.spec.arch, "init": settings.model.init}
         self.state = RunState(run=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         self.start_epoch = 0
-        self.started = time.perf_counter()
         if len(data.train_rows) < SMALL_SET or total < SHORT_RUN:
             say(f"warning: {len(data.train_rows)} training images and {total} steps are very little to learn from; "
                 f"expect little gain below ~{SMALL_SET} images and ~{SHORT_RUN} steps")
