@@ -21,7 +21,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ ENGINES = ("before", "torch-default-malloc", "torch", "onnx")
 def measure(engine: str, size: int, batch: int, threads: int, images: int) -> float:
     """Images/s of ``engine`` (runs inside the child process)."""
     import torch
+    from bench_index import embed_rate
 
     from imagerec.embed import TorchEmbedder, pretrained_model
     from imagerec.embed.device import keep_large_allocations
@@ -45,11 +45,7 @@ def measure(engine: str, size: int, batch: int, threads: int, images: int) -> fl
         embedder = onnx_embedder(model, Path(cache), threads) if engine == "onnx" else TorchEmbedder(model)
         inputs = np.random.default_rng(0).integers(0, 256, (images, size, size, 3), dtype=np.uint8)
         run = embedder._embed if engine == "before" else embedder.embed  # _embed: one pass, no chunks
-        run(inputs[:batch])  # warm-up
-        started = time.perf_counter()
-        for i in range(0, images, batch):
-            run(inputs[i:i + batch])
-        return images / (time.perf_counter() - started)
+        return embed_rate(run, inputs, batch)
 
 
 def main() -> None:

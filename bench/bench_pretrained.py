@@ -86,29 +86,17 @@ def model_only_rates(size: int, files: list[Path], batch: int, threads: int) -> 
     `index` uses, the ceiling it is held to) and torch eager (channels_last, inference_mode)."""
     import tempfile
 
-    from PIL import Image
+    from bench_index import embed_rate, predecoded
 
     from imagerec.embed import TorchEmbedder, pretrained_model, set_torch_threads
-    from imagerec.embed.base import Preprocess
     from imagerec.embed.onnx_embedder import onnx_embedder
 
     set_torch_threads(threads)
     model = pretrained_model("efficientnet_lite0", size)
-    prep = Preprocess(size)
-    inputs = []
-    for path in files:
-        with Image.open(path) as img:
-            inputs.append(prep(img.convert("RGB")))
-    batch_inputs = np.stack(inputs)
-    rates = {}
+    inputs = predecoded(files, size)
     with tempfile.TemporaryDirectory() as cache:
-        for name, embedder in (("onnx", onnx_embedder(model, Path(cache), threads)), ("torch", TorchEmbedder(model))):
-            embedder.embed(batch_inputs[:batch])  # warm-up
-            started = time.perf_counter()
-            for i in range(0, len(batch_inputs), batch):
-                embedder.embed(batch_inputs[i:i + batch])
-            rates[name] = len(batch_inputs) / (time.perf_counter() - started)
-    return rates
+        engines = {"onnx": onnx_embedder(model, Path(cache), threads), "torch": TorchEmbedder(model)}
+        return {name: embed_rate(embedder.embed, inputs, batch) for name, embedder in engines.items()}
 
 
 def query_p50_ms(config_path: Path, images: list[Path]) -> float:

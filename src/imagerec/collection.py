@@ -64,7 +64,7 @@ class Collection(Closing):
         from imagerec.search.fusion import Weights
 
         rec = self.recommender()
-        fused = Weights.merged(rec.settings.weights, weights) if weights else None
+        fused = Weights.merged(rec.weights, weights) if weights else None
         return rec.search(ids=ids, images=images, top_k=k, weights=fused, include_query=include_query)
 
     def similar(self, *, ids: Sequence[int] = (), images: Sequence[str | os.PathLike] = (), k: int | None = None,

@@ -103,7 +103,7 @@ def test_weights_change_the_ranking(sample, ids):
 def test_multi_image_query_averages(sample, ids):
     config = sample.config()
     a, b = int(ids[5]), int(ids[250])
-    weights = SearchSettings.from_config(config).weights
+    weights = SearchSettings.from_config(config).weights_for(None)  # the defaults run_query uses (seed model)
     response = run_query(config, ids=[a, b], top_k=10)
     with Store(config.output.layout.db, readonly=True) as store:
         model_id = store.get_meta("model_id")

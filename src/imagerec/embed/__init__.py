@@ -2,8 +2,9 @@
 
 Typical use at a stage's edge::
 
-    from imagerec.embed import load_embedder, set_torch_threads
-    embedder = load_embedder(config.output.layout.model, device=config.runtime.device)
+    from imagerec.embed import ModelChoice, load_chosen_embedder, set_torch_threads
+    embedder = load_chosen_embedder(ModelChoice.from_config(config), device=config.runtime.device,
+                                    threads=config.runtime.threads)  # model file, else the pretrained network
     set_torch_threads(config.runtime.threads, embedder.device)
     vectors = embedder.embed(batch)
 

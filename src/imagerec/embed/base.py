@@ -50,6 +50,12 @@ class Preprocess:
                               reducing_gap=3.0)
         return np.asarray(square, dtype=np.uint8)
 
+    def check(self, batch: np.ndarray) -> None:
+        """ValueError unless ``batch`` is a stack of this preprocessing's outputs, (N, S, S, 3)."""
+        size = self.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (size, size, 3):
+            raise ValueError(f"expected (N, {size}, {size}, 3) uint8, got {batch.shape}")
+
 
 @runtime_checkable
 class Embedder(Protocol):

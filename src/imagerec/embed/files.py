@@ -60,6 +60,11 @@ class EmbeddingModel:
     backbone: nn.Module
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def init(self) -> str:
+        """How the weights started: "imagenet" or "random" (files from before ``info.init`` were all from scratch)."""
+        return str(self.info.get("init", "random"))
+
 
 def build_backbone(spec: ModelSpec) -> nn.Module:
     """A randomly initialised backbone for ``spec``, built by the architecture ``spec.arch`` names."""

@@ -58,15 +58,13 @@ class OnnxEmbedder:
     input_size = property(lambda self: self._model.spec.image_size)
     preprocess = property(lambda self: self._preprocess)
     runs_on_cpu = property(lambda self: True)
-    init = property(lambda self: str(self._model.info.get("init", "random")))
+    init = property(lambda self: self._model.init)
     device = property(lambda self: torch.device("cpu"))
     model = property(lambda self: self._model)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 → (N, dim) float32, unit L2 norm."""
-        size = self.input_size
-        if batch.ndim != 4 or batch.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected (N, {size}, {size}, 3) uint8, got {batch.shape}")
+        self._preprocess.check(batch)
         return self._session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.uint8)})[0]
 
 

@@ -61,7 +61,7 @@ class TorchEmbedder:
 
     @property
     def init(self) -> str:
-        return str(self._model.info.get("init", "random"))  # files from before "init" existed were all from scratch
+        return self._model.init
 
     @property
     def device(self) -> torch.device:
@@ -75,9 +75,7 @@ class TorchEmbedder:
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 → (N, dim) float32, unit L2 norm."""
-        size = self.input_size
-        if batch.ndim != 4 or batch.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected (N, {size}, {size}, 3) uint8, got {batch.shape}")
+        self._preprocess.check(batch)
         if not batch.flags.writeable:  # torch.from_numpy wants a writable array (Preprocess output is read-only)
             batch = batch.copy()
         step = CPU_CHUNK if self.runs_on_cpu else len(batch)

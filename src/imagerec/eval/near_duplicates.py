@@ -147,7 +147,7 @@ def near_duplicate_benchmark(config: Config, *, images: int = 50, seed: int = 0,
     found = {e.name: {s: np.zeros(len(TOP)) for s in SIGNALS} for e in EDITS}
     skipped: list[str] = []
     with Recommender(config, embedder=embedder) as rec, _scratch_folder(config) as tmp:
-        weights = weights or rec.settings.weights
+        weights = weights or rec.weights
         picked = sample_ids(rec.store.embedding_ids(rec.model_id), images, seed)
         originals = rec.store.get_features(picked.tolist(), rec.model_id)
         copies: list[_Copy] = []

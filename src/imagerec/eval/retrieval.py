@@ -101,7 +101,7 @@ def evaluate(config: Config, *, labels_file: str | os.PathLike | None = None, sa
         raise EvaluationError(f"--metric {tune.metric}: choose map or p@k for one of --k {list(ks)}")
     measure = config.query.color_measure
     with Recommender(config) as rec, rec.store.read_snapshot():
-        weights = weights or rec.settings.weights
+        weights = weights or rec.weights
         tally = _Tally(ks, weights, simplex_grid(tune.step) if tune is not None else None)
         all_ids, all_paths = _ids_and_paths(rec)
         labels = (read_labels_file(labels_file, config.data.image_root, set(all_paths)) if labels_file is not None

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class SearchSettings:
     device: str
     embed_threads: int
     top_k: int
-    weights: Weights  # the defaults for how the model started, with the configured ones in place
     weight_overrides: tuple[float | None, float | None, float | None]  # query.w_* as configured (None: default)
     candidates: CandidateSettings
     color_measure: str
@@ -61,12 +60,16 @@ class SearchSettings:
         return cls(
             db=config.output.layout.db, model=ModelChoice.from_config(config), image_root=Path(config.data.image_root),
             device=config.runtime.device, embed_threads=q.embed_threads, top_k=q.top_k,
-            weights=Weights.default(config.model.init, (q.w_embedding, q.w_color, q.w_dhash)),
             weight_overrides=(q.w_embedding, q.w_color, q.w_dhash),
             candidates=CandidateSettings(q.candidates, q.candidates_per_k, q.hash_candidates_max_bits),
             color_measure=q.color_measure, near_duplicate_max_bits=q.near_duplicate_max_bits,
             decode=DecodeRules(config.index.formats, config.index.max_image_pixels, HistogramSpec(h.space, h.bins)),
         )
+
+    def weights_for(self, model_init: str | None) -> Weights:
+        """Fusion weights for a collection whose model started from ``model_init`` ("imagenet"/"random"; None:
+        not recorded, so ``model.init``): the defaults for that kind of model with ``query.w_*`` in their place."""
+        return Weights.default(model_init or self.model.init, self.weight_overrides)
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ class QueryResponse:
 class Recommender(Closing):
     """An open collection ready to answer queries from any number of threads. Use as a context manager.
 
-    ``embedder`` and ``ann`` override the model file and the ANN index (tests, benchmarks).
+    ``embedder`` and ``ann`` override the model file and the ANN index (tests, benchmarks). ``weights``
+    are the collection's default fusion weights (``SearchSettings.weights_for`` its recorded model).
     """
 
     def __init__(self, config: Config, *, embedder=None, ann=None):
@@ -117,9 +121,7 @@ class Recommender(Closing):
             raise QueryError(f"{self.settings.db}: no database yet; run 'index' first")
         try:
             self.model_id = self._open_model_id()
-            started = self.store.model_init  # the collection's record beats the config: the model may predate it
-            if started is not None:
-                self.settings = replace(self.settings, weights=Weights.default(started, self.settings.weight_overrides))
+            self.weights = self.settings.weights_for(self.store.model_init)
             if ann is None:
                 from imagerec.ann import load_ann
 
@@ -213,7 +215,7 @@ class Recommender(Closing):
         top_k = self.settings.top_k if top_k is None else int(top_k)
         if top_k < 1:
             raise QueryError(f"--top-k must be at least 1 (got {top_k})")
-        weights = weights or self.settings.weights
+        weights = weights or self.weights
         n_candidates = self.settings.candidates.count(top_k)
         timings = dict(timings or {})
         store = self.store
@@ -288,5 +290,5 @@ def run_query(config: Config, *, images: Sequence[str | os.PathLike] = (), ids: 
             raise QueryError(f"{image}: query image not found")
     with Recommender(config, embedder=embedder) as rec:
         if isinstance(weights, Mapping):
-            weights = Weights.merged(rec.settings.weights, weights)
+            weights = Weights.merged(rec.weights, weights)
         return rec.search(ids=ids, images=images, top_k=top_k, weights=weights, include_query=include_query)

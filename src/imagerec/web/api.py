@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imagerec.errors import ImageLoadError, QueryError, StoreError
 from imagerec.search.fusion import Weights
+from imagerec.search.recommender import SearchSettings
 from imagerec.store.records import display_path
 from imagerec.web import catalog
 from imagerec.web.catalog import NotFound
@@ -53,7 +54,7 @@ def status(request: Request) -> dict[str, Any]:
     elif ann["state"] != "current":
         hint = f"the ANN index is {ann['state']}: run '{_command(services, 'build-ann')}' to include the latest changes"
     q = services.config.query
-    weights = Weights.default(report["model_init"] or services.config.model.init, (q.w_embedding, q.w_color, q.w_dhash))
+    weights = SearchSettings.from_config(services.config).weights_for(report["model_init"])
     defaults = {"k": q.top_k, "weights": weights.as_dict()}
     return {**report, "database": True, "hint": hint, "image_root": str(services.image_root), "defaults": defaults}
 
@@ -74,7 +75,7 @@ def images(request: Request, offset: Annotated[int, Query(ge=0)] = 0, limit: Ann
 
 
 def _weights(rec, w_embedding, w_color, w_dhash) -> Weights:
-    return Weights.merged(rec.settings.weights, {"embedding": w_embedding, "color": w_color, "dhash": w_dhash})
+    return Weights.merged(rec.weights, {"embedding": w_embedding, "color": w_color, "dhash": w_dhash})
 
 
 def _answer(response, k: int) -> dict[str, Any]:
