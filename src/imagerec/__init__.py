@@ -33,6 +33,8 @@ _LAZY = {
     "Weights": ("search.fusion", "Weights"),
     "Result": ("search.recommender", "Result"),
     "ProgressEvent": ("progress", "ProgressEvent"),
+    "find_duplicates": ("dedup", "find_duplicates"),
+    "DuplicateSettings": ("dedup", "DuplicateSettings"),
     "write_random_model": ("embed.files", "write_random_model"),
     "load_model": ("embed.files", "load_model"),
     "ImagerecError": ("errors", "ImagerecError"),
@@ -45,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from imagerec.collection import Collection
     from imagerec.collection import open_collection as open
     from imagerec.config import Config, load_config
+    from imagerec.dedup import DuplicateSettings, find_duplicates
     from imagerec.embed.files import load_model, write_random_model
     from imagerec.errors import ImagerecError
     from imagerec.indexing.run import IndexSummary

@@ -73,6 +73,14 @@ class Collection(Closing):
         ``scores`` per signal, ``near_duplicate``); ``weights`` may name any of embedding/color/dhash."""
         return self.query(ids=ids, images=images, k=k, weights=weights, include_query=include_query).results
 
+    def duplicates(self, settings=None, *, progress: ProgressCallback | None = None, **overrides):
+        """Groups of duplicate images (``imagerec.dedup.find_duplicates``): ``settings`` a ``DuplicateSettings``,
+        or the config's ``duplicates`` section with keyword ``overrides`` (e.g. ``max_bits=8, tier="near"``)."""
+        from imagerec.dedup import DuplicateSettings, find_duplicates
+
+        settings = settings or DuplicateSettings.from_config(self.config, **overrides)
+        return find_duplicates(self.config, settings, progress=progress)
+
     def recommender(self):
         """The shared ``Recommender`` (opened on first use)."""
         with self._lock:

@@ -142,6 +142,22 @@ class QueryConfig(_Section):
         return self
 
 
+class DuplicatesConfig(_Section):
+    """``duplicates``: what counts as an exact copy, an edited copy (near) and the same scene (similar).
+
+    Defaults chosen on the near-duplicate benchmark (``bench/bench_duplicates.py``, docs/benchmarks.md §11)."""
+
+    max_bits: int = Field(default=10, ge=0, le=32, description="dHash Hamming distance of an edited copy (near tier).")
+    near_similarity: float = Field(default=0.90, ge=-1.0, le=1.0, description="Embedding cosine that confirms a near pair.")
+    close_bits: int = Field(default=3, ge=0, le=32, description="A pair this close in dHash needs only close_similarity.")
+    close_similarity: float = Field(default=0.5, ge=-1.0, le=1.0, description="Cosine that confirms a pair within close_bits.")
+    near_color: float = Field(default=0.95, ge=0.0, le=1.0, description="Colour-histogram agreement (Bhattacharyya) that confirms a near pair without embeddings.")
+    min_similarity: float = Field(default=0.94, ge=-1.0, le=1.0, description="Embedding cosine of the same scene (similar tier).")
+    group_similarity: float = Field(default=0.70, ge=-1.0, le=1.0, description="Cosine every two members of a group must reach (chains of edits do not merge unrelated photos).")
+    tier: Literal["exact", "near", "similar"] = Field(default="similar", description="Loosest relation a group may use.")
+    neighbours: int = Field(default=10, ge=1, le=200, description="Embedding neighbours examined per image.")
+
+
 #: Input size of each architecture when ``model.input_size`` is null (EfficientNet-Lite0's ImageNet size; the seed's 96 px).
 DEFAULT_INPUT_SIZE = {"efficientnet_lite0": 224, "resnet18": 96}
 
@@ -220,6 +236,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     web: WebConfig = WebConfig()
+    duplicates: DuplicatesConfig = DuplicatesConfig()
     source: Path | None = Field(default=None, exclude=True)
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Config":

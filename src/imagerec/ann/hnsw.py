@@ -67,18 +67,27 @@ class HnswIndex:
         """Image ids in the index (int64, read-only)."""
         return self._labels
 
+    def stored_vectors(self) -> np.ndarray:
+        """The indexed vectors, row i belonging to ``labels()[i]``: a read-only view of the index's memory (no copy)."""
+        faiss = _faiss()
+        storage = faiss.downcast_index(faiss.downcast_index(self._index.index).storage)
+        n, d = storage.ntotal, storage.d
+        if n == 0:
+            return np.zeros((0, d), dtype=np.float32)
+        vectors = faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
+        vectors.setflags(write=False)
+        return vectors
+
     def check_vectors(self, chunk: int = 65_536) -> str | None:
         """What is wrong with the stored vectors, or None: each must be finite and unit-length (or zero).
 
         Built from unit rows, so a NaN overwrite or a flipped exponent/high mantissa bit shows as a
         wrong norm. A pass over the vectors in place (no copy): ~1 s per GB.
         """
-        faiss = _faiss()
-        storage = faiss.downcast_index(faiss.downcast_index(self._index.index).storage)
-        n, d = storage.ntotal, storage.d
+        vectors = self.stored_vectors()
+        n = len(vectors)
         if n == 0:
             return None
-        vectors = faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
         for start in range(0, n, chunk):
             block = vectors[start:start + chunk]
             norms = np.einsum("ij,ij->i", block, block)

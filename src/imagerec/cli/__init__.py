@@ -3,7 +3,7 @@
 Library errors become one-line messages and exit codes here (``app.handle_errors``), and only here.
 """
 
-from imagerec.cli import collection_commands, search_commands, serve_command  # noqa: F401 - registers the commands
+from imagerec.cli import collection_commands, dedup_command, search_commands, serve_command  # noqa: F401 - registers the commands
 from imagerec.cli.app import cli
 
 

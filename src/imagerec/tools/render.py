@@ -35,6 +35,7 @@ TITLE = 28
 COLUMNS = 5
 BACKGROUND = (255, 255, 255)
 NEAR_DUP = (220, 30, 30)
+KEEP = (20, 150, 60)
 
 
 def sheet_size(n_queries: int, n_results: int, columns: int = COLUMNS, thumb: int = THUMB) -> tuple[int, int]:
@@ -80,6 +81,33 @@ def render_contact_sheet(response: QueryResponse, config: Config, output: str | 
         draw.text((x, y + thumb + 3), f"#{r.rank}  id {r.id}" + ("  near-dup" if r.near_duplicate else ""),
                   fill=NEAR_DUP if r.near_duplicate else (0, 0, 0), font=font)
         draw.text((x, y + thumb + 16), f"score {r.score:.3f}", fill=(60, 60, 60), font=font)
+    return _save(sheet, output)
+
+
+def render_group_sheet(group, config: Config, output: str | os.PathLike, columns: int = COLUMNS, thumb: int = THUMB) -> Path:
+    """Write one duplicate group (``dedup.DuplicateGroup``) as a contact sheet: keeper framed green, then the others."""
+    output = Path(output)
+    cols = max(1, min(columns, len(group.members)))
+    width = PAD + cols * (thumb + PAD)
+    height = TITLE + PAD + math.ceil(len(group.members) / cols) * (thumb + CAPTION + PAD)
+    sheet = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    draw.text((PAD, 8), f"{group.tier}: {len(group.members)} images, keep id {group.keep}", fill=(0, 0, 0), font=font)
+    settings = loading.LoadSettings.from_config(config.index, thumb)
+    members = sorted(group.members, key=lambda m: not m.keep)
+    for i, m in enumerate(members):
+        row, col = divmod(i, cols)
+        x, y = PAD + col * (thumb + PAD), TITLE + PAD + row * (thumb + CAPTION + PAD)
+        _paste(sheet, draw, os.fsencode(m.path), settings, x, y, thumb, outline=KEEP if m.keep else None)
+        draw.text((x, y + thumb + 3), f"id {m.id}  {m.width}x{m.height}" + ("  keep" if m.keep else ""),
+                  fill=KEEP if m.keep else (0, 0, 0), font=font)
+        evidence = f"bits {m.hamming}" + (f"  cos {m.cosine:.3f}" if m.cosine is not None else "")
+        draw.text((x, y + thumb + 16), evidence if not m.keep else os.path.basename(m.path)[:26], fill=(60, 60, 60), font=font)
+    return _save(sheet, output)
+
+
+def _save(sheet: Image.Image, output: Path) -> Path:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         sheet.save(output, format="PNG")

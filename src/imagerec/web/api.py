@@ -6,7 +6,7 @@ Images are addressed only by integer id; no endpoint takes a path. Errors are JS
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
@@ -72,6 +72,22 @@ def images(request: Request, offset: Annotated[int, Query(ge=0)] = 0, limit: Ann
     total, rows = catalog.page(_services(request).store(), offset, limit, folder)
     return {"total": total, "offset": offset, "limit": limit, "folder": folder,
             "images": [{"id": i, "path": p} for i, p in rows]}
+
+
+@router.get("/duplicates", summary="Groups of duplicate images in the collection")
+async def duplicates(request: Request,
+                     tier: Annotated[Literal["exact", "near", "similar"] | None, Query(description="Loosest relation in a group.")] = None,
+                     max_bits: Annotated[int | None, Query(ge=0, le=32, description="dHash bits of an edited copy.")] = None,
+                     min_similarity: Annotated[float | None, Query(ge=-1, le=1, description="Cosine of the same scene.")] = None,
+                     ) -> dict[str, Any]:
+    """What ``imagerec duplicates --json`` prints, members addressed by id and relative path (no absolute paths)."""
+    collection = _services(request).collection
+    report = await run_in_threadpool(collection.duplicates, tier=tier, max_bits=max_bits, min_similarity=min_similarity)
+    answer = report.to_dict()
+    for group in answer["groups"]:
+        for member in group["members"]:
+            del member["path"]
+    return answer
 
 
 def _weights(rec, w_embedding, w_color, w_dhash) -> Weights:

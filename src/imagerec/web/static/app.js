@@ -213,8 +213,69 @@ async function renderUpload(state) {
   return answer;
 }
 
+const DUP_PARAMS = [["tier", "tier"], ["max_bits", "mb"], ["min_similarity", "ms"]];
+const DUP_SHOWN = 200;
+
+// Duplicates: the groups of /api/duplicates, thresholds adjustable (kept in the URL as tier=, mb=, ms=).
+async function renderDuplicates() {
+  $("#more").hidden = true;
+  const url = new URLSearchParams(location.search);
+  const params = new URLSearchParams();
+  for (const [name, key] of DUP_PARAMS) if (url.get(key)) params.set(name, url.get(key));
+  if ($("#query").dataset.for !== "dups") { showQuery([duplicateControls()]); $("#query").dataset.for = "dups"; }
+  for (const [name, key] of DUP_PARAMS) { const el = $(`#dup-${key}`); if (url.get(key)) el.value = url.get(key); }
+  $("#dup-summary").textContent = "looking for duplicates…";
+  const report = await api(`/api/duplicates?${params}`);
+  const p = report.params;
+  $("#dup-tier").value = p.tier; $("#dup-mb").value = p.max_bits; $("#dup-ms").value = p.min_similarity;
+  const tiers = Object.entries(report.groups_by_tier).map(([t, n]) => `${n} ${t}`).join(", ");
+  $("#dup-summary").textContent = `${report.n_groups} groups (${tiers || "none"}), ${report.n_images_in_groups} of ` +
+    `${report.images} images` + (report.n_groups > DUP_SHOWN ? ` — showing the first ${DUP_SHOWN}` : "") +
+    ". Nothing is deleted: the suggested keeper is framed.";
+  const grid = $("#grid");
+  grid.replaceChildren(...report.groups.slice(0, DUP_SHOWN).map(duplicateGroup));
+  if (!report.groups.length) grid.append(emptyNote("no duplicates found at these thresholds"));
+  showBanner([status.hint, ...(report.notices || [])]);
+  select(-1);
+}
+
+function duplicateControls() {
+  const form = document.createElement("form");
+  form.id = "dup-controls";
+  form.innerHTML = `<label>tier <select id="dup-tier"><option>exact</option><option>near</option><option>similar</option></select></label>
+    <label>max dHash bits <input id="dup-mb" type="number" min="0" max="32" step="1"></label>
+    <label>min similarity <input id="dup-ms" type="number" min="-1" max="1" step="0.01"></label>
+    <button type="submit">Find</button> <span id="dup-summary" aria-live="polite"></span>`;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const p = new URLSearchParams({ view: "duplicates", tier: $("#dup-tier").value, mb: $("#dup-mb").value, ms: $("#dup-ms").value });
+    history.pushState(null, "", "?" + p.toString());
+    render();
+  });
+  return form;
+}
+
+function duplicateGroup(group, index) {
+  const box = document.createElement("section");
+  box.className = "dup-group";
+  const title = document.createElement("h2");
+  title.textContent = `group ${index + 1}: ${group.tier}, ${group.size} images`;
+  const cards = group.members.slice().sort((a, b) => b.keep - a.keep).map((m) => {
+    const fig = card({ id: m.id, path: m.relpath });
+    const note = document.createElement("div");
+    note.className = "score";
+    note.textContent = m.keep ? `keep · ${m.width}×${m.height}` :
+      `${m.width}×${m.height} · ${m.hamming} bits` + (m.cosine == null ? "" : ` · cos ${m.cosine.toFixed(3)}`);
+    fig.querySelector("figcaption").before(note);
+    if (m.keep) fig.classList.add("keep");
+    return fig;
+  });
+  box.append(title, ...cards);
+  return box;
+}
+
 // One entry per page; a page returns a search answer (results shown in the grid) or renders itself.
-const PAGES = { browse: renderBrowse, similar: renderSimilar, upload: renderUpload };
+const PAGES = { browse: renderBrowse, similar: renderSimilar, upload: renderUpload, duplicates: renderDuplicates };
 
 let status = {};
 
@@ -223,6 +284,7 @@ async function render() {
   syncControls(state);
   document.querySelectorAll("#pages a").forEach((a) => a.classList.toggle("active", a.dataset.view === state.view));
   $("#controls").classList.toggle("browse", state.view === "browse");
+  $("#controls").hidden = state.view === "duplicates";
   showMessage("");
   const page = PAGES[state.view] || renderBrowse;
   const seq = ++rerankSeq;
@@ -268,7 +330,7 @@ function controlsChanged() {
   for (const [name] of SIGNALS) $(`#w-${name}`).nextElementSibling.textContent = now.weights[name].toFixed(2);
   clearTimeout(rerankTimer);
   rerankTimer = setTimeout(() => {
-    if (readState().view !== "browse") go(controls(), true);
+    if (!["browse", "duplicates"].includes(readState().view)) go(controls(), true);
   }, 120);
 }
 

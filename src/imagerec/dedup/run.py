@@ -1,0 +1,163 @@
+"""``find_duplicates``: every group of duplicate images in an indexed collection, in one pass over the store.
+
+1. Read the catalog (id, dHash, size, mtime, width, height: ~40 bytes per image) in pages.
+2. Candidate pairs, never all pairs: dHash pairs within the hash radius by multi-index hashing
+   (``hashpairs``), plus each image's nearest embedding neighbours (ANN index, or exact search for a
+   small collection) for edits that move the dHash further (crops, rotations) and for the similar tier.
+3. Score each candidate (Hamming, cosine; colour when there is no embedding) and keep the related pairs.
+4. Connected components of the related pairs; in each, files that changed or vanished since ``index``
+   are left out, byte identity is checked, and complete-link clustering makes the groups (``groups``).
+
+Memory: the catalog, the candidate pairs and the vectors the ANN index already holds (or, without an
+ANN index, the vectors of a collection up to ``vectors.EXACT_MAX`` images); nothing N×N.
+Read-only: the user's files are only read (hashing identical candidates), never moved or deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from imagerec.config import Config
+from imagerec.dedup.assemble import Grouper
+from imagerec.dedup.groups import DuplicateSettings, relation_levels
+from imagerec.dedup.hashpairs import hash_pairs
+from imagerec.dedup.report import DuplicateReport
+from imagerec.dedup.vectors import EXACT_MAX, Vectors
+from imagerec.progress import ProgressCallback, report as report_progress
+from imagerec.search.similarity import bhattacharyya_coefficient
+from imagerec.store import Store
+from imagerec.vectors import from_blob
+
+#: With embeddings, dHash candidates are searched up to this radius (11 s at 550k here; radius 8 takes 18 s):
+#: pairs further apart in dHash but related are found as embedding neighbours.
+HASH_RADIUS_WITH_EMBEDDINGS = 6
+_CATALOG = "SELECT id, dhash, size, mtime_ns, width, height FROM images WHERE id > ? ORDER BY id LIMIT ?"
+
+
+class _Catalog:
+    """Per-image facts as arrays in id order."""
+
+    def __init__(self, store: Store, page: int = 50_000):
+        parts, last = [], 0
+        while rows := store.read(_CATALOG, (last, page)):
+            parts.append(np.asarray(rows, dtype=np.int64))
+            last = rows[-1][0]
+        table = np.concatenate(parts) if parts else np.zeros((0, 6), dtype=np.int64)
+        self.ids, self.dhash, self.size, self.mtime_ns, self.width, self.height = table.T.copy()
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.ids, ids)
+
+
+def find_duplicates(config: Config, settings: DuplicateSettings | None = None, *,
+                    progress: ProgressCallback | None = None) -> DuplicateReport:
+    """Groups of duplicates in ``config``'s collection (read-only; see the module docstring)."""
+    settings = settings or DuplicateSettings.from_config(config)
+    timings, notices, started = {}, [], time.perf_counter()
+    with Store(config.output.layout.db, readonly=True) as store:
+        catalog = _Catalog(store)
+        timings["catalog_s"] = time.perf_counter() - started
+        vectors = _vectors(config, store, len(catalog.ids), settings, notices)
+        timings["vectors_s"] = time.perf_counter() - started - timings["catalog_s"]
+        a, b = _candidates(catalog, vectors, settings, progress, timings)
+        if vectors is not None and not vectors.complete:
+            vectors = _store_vectors(store, np.unique(np.concatenate([a, b])))
+        color = _pair_colors(store, a, b) if vectors is None and settings.level >= 1 else None
+        cosine = vectors.cosine(a, b) if vectors is not None else np.full(len(a), np.nan, np.float32)
+        hamming = np.bitwise_count((catalog.dhash[catalog.rows_of(a)] ^ catalog.dhash[catalog.rows_of(b)]).view(np.uint64))
+        same_file = _same_size(catalog, a, b) & (hamming == 0)
+        levels = relation_levels(settings, hamming, cosine, color, same_file)  # identical bytes checked per group
+        keep = levels <= settings.level
+        t0 = time.perf_counter()
+        groups = Grouper(config, store, catalog, vectors, settings, notices).groups(a[keep], b[keep], progress)
+        timings["grouping_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - started
+    params = {**asdict(settings), "hash_radius": _hash_radius(settings, vectors), "embeddings": vectors is not None}
+    return DuplicateReport(groups, params, len(catalog.ids), notices, {k: round(v, 3) for k, v in timings.items()})
+
+
+def _hash_radius(settings: DuplicateSettings, vectors: Vectors | None) -> int:
+    if settings.level == 0:
+        return 0
+    return settings.max_bits if vectors is None else min(settings.max_bits, HASH_RADIUS_WITH_EMBEDDINGS)
+
+
+def _vectors(config: Config, store: Store, n: int, settings: DuplicateSettings, notices: list[str]) -> Vectors | None:
+    """The collection's embeddings: from a current ANN index, else the store (all, or later only those needed)."""
+    model_id = store.model_id
+    if model_id is None or settings.level == 0 or not store.count_embeddings_by_model().get(model_id):
+        return None
+    from imagerec.ann import AnnIndexError, load_ann
+    from imagerec.ann.load import ann_state
+
+    state = ann_state(config.output.layout, data_version=store.data_version, model_id=model_id)
+    if state is not None and state["state"] == "current":
+        try:
+            ann = load_ann(config, model_id=model_id)
+            return Vectors(ann.labels(), ann.stored_vectors(), ann=ann)
+        except (AnnIndexError, AttributeError):  # AttributeError: a backend that keeps no vectors
+            pass
+    if n <= EXACT_MAX:
+        ids, rows = zip(*store.iter_embeddings(model_id, chunk_size=20_000)) if n else ((), ())
+        return Vectors(np.concatenate(ids), np.concatenate(rows)) if ids else None
+    notices.append(f"no current ANN index for {n} images: the similar tier and crop-like edits need one; run 'build-ann'")
+    return Vectors(np.zeros(0, np.int64), np.zeros((0, 1), np.float32), complete=False)
+
+
+def _store_vectors(store: Store, ids: np.ndarray) -> Vectors:
+    """Embeddings of ``ids`` only, read from the store in chunks."""
+    found, rows = [], []
+    for start in range(0, len(ids), 900):
+        chunk = ids[start:start + 900].tolist()
+        got = store.get_features(chunk, store.model_id)
+        found.append(got.ids)
+        rows.append(got.embeddings)
+    if not found:
+        return Vectors(np.zeros(0, np.int64), np.zeros((0, 1), np.float32))
+    return Vectors(np.concatenate(found), np.concatenate(rows))
+
+
+def _candidates(catalog: _Catalog, vectors: Vectors | None, settings: DuplicateSettings,
+                progress: ProgressCallback | None, timings: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Unique candidate pairs (a < b, as image ids) from dHash bands and embedding neighbours."""
+    t0 = time.perf_counter()
+    parts = [(catalog.ids[i], catalog.ids[j]) for i, j, _ in hash_pairs(catalog.dhash, _hash_radius(settings, vectors))]
+    timings["hash_pairs_s"] = time.perf_counter() - t0
+    report_progress(progress, "duplicates: dHash pairs", 1, 2)
+    if vectors is not None and settings.level >= 1:
+        t1 = time.perf_counter()
+        threshold = min(settings.near_similarity, settings.min_similarity if settings.level >= 2 else 1.0)
+        parts += list(vectors.neighbour_pairs(settings.neighbours, threshold))
+        timings["neighbours_s"] = time.perf_counter() - t1
+    report_progress(progress, "duplicates: neighbours", 2, 2)
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    a, b = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    span = int(catalog.ids.max()) + 1 if len(catalog.ids) else 1
+    key = np.unique(a.astype(np.int64) * span + b)
+    return key // span, key % span
+
+
+def _same_size(catalog: _Catalog, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ra, rb = catalog.rows_of(a), catalog.rows_of(b)
+    return ((catalog.size[ra] == catalog.size[rb]) & (catalog.width[ra] == catalog.width[rb])
+            & (catalog.height[ra] == catalog.height[rb]))
+
+
+def _pair_colors(store: Store, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bhattacharyya coefficient of each pair's colour histograms (read for the images in pairs only)."""
+    hist = _histograms(store, np.unique(np.concatenate([a, b])))
+    return np.asarray([bhattacharyya_coefficient(hist[x], hist[y]) for x, y in zip(a.tolist(), b.tolist())], np.float32)
+
+
+def _histograms(store: Store, ids: np.ndarray) -> dict[int, np.ndarray]:
+    out = {}
+    for start in range(0, len(ids), 900):
+        chunk = ids[start:start + 900].tolist()
+        marks = ",".join("?" * len(chunk))
+        for image_id, blob in store.read(f"SELECT id, histogram FROM images WHERE id IN ({marks})", chunk):
+            out[image_id] = from_blob(blob)
+    return out
