@@ -23,7 +23,6 @@ import collections
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -38,6 +37,10 @@ from bench_ann import CALTECH, OUT, log  # noqa: E402
 from dupes_dataset import EDITS, EXACT, edit_of, family, make_quality_folder  # noqa: E402
 
 QUALITY = OUT / "dupes_quality"
+#: ``python -c PEAK_RSS <imagerec args>``: the CLI, then its own peak RSS on stderr (not the max over earlier children)
+PEAK_RSS = ("import resource, runpy, sys\nsys.argv = ['imagerec', *sys.argv[1:]]\ntry:\n    runpy.run_module('imagerec', "
+            "run_name='__main__')\nfinally:\n    print(f'peak_rss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', "
+            "file=sys.stderr)")
 
 
 def quality_collection(embeddings: bool) -> Path:
@@ -88,7 +91,7 @@ def run_quality(args) -> None:
     trials = [("default", base)]
     if args.sweep:
         for key, values in {"max_bits": [8, 12], "near_similarity": [0.88, 0.92], "min_similarity": [0.92, 0.96],
-                            "group_similarity": [0.65, 0.75, 0.8], "near_color": [0.9, 0.97]}.items():
+                            "group_similarity": [0.65, 0.75, 0.8], "neighbours": [3, 5, 10]}.items():
             trials += [(f"{key}={v}", replace(base, **{key: v})) for v in values]
     trials += [(f"tier={t}", replace(base, tier=t)) for t in ("exact", "near")]
     cols = ["precision", "false_pairs", "recall", *EDITS, EXACT, "groups", "time_s"]
@@ -203,12 +206,11 @@ def run_speed(args) -> None:
     for n in args.n:
         cfg, planted = speed_store(n, args.planted)
         build_s = build_if_stale(cfg)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "imagerec", "--config", str(cfg), "duplicates", "--json"],
-                             check=True, capture_output=True, text=True).stdout
+        run = subprocess.run([sys.executable, "-c", PEAK_RSS, "--config", str(cfg), "duplicates", "--json"],
+                             check=True, capture_output=True, text=True)
         wall = time.perf_counter() - t0
-        rss = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+        out, rss = run.stdout, int(run.stderr.split("peak_rss_kib=")[-1]) / 1024
         report = json.loads(out)
         grouped = {}
         for k, g in enumerate(report["groups"]):

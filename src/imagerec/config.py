@@ -100,11 +100,25 @@ class HnswConfig(_Section):
     ef_search: int = Field(default=256, ge=8, le=8192, description="Query-time beam width (raised to the candidate count).")
 
 
+class IvfPqConfig(_Section):
+    """FAISS ``IVF,PQ`` parameters (``ann.kind: ivfpq``); null = chosen from the collection size and dimension."""
+
+    nlist: int | None = Field(default=None, ge=1, le=1 << 20, description="Inverted lists; null = the power of two nearest 4·√N.")
+    m: int | None = Field(default=None, ge=1, le=256, description="PQ bytes per vector (must divide the dimension); null = largest divisor ≤ 64.")
+    nbits: int = Field(default=8, ge=4, le=12, description="Bits per PQ code.")
+    nprobe: int | None = Field(default=None, ge=1, le=1 << 20, description="Lists scanned per query; null = nlist/16 within 8–256.")
+    mmap: bool = Field(default=False, description="Memory-map the index file instead of reading it (small resident set).")
+
+
 class AnnConfig(_Section):
     """The ANN index over embeddings (``build-ann``): which backend, its parameters, and how it is built."""
 
-    kind: Literal["hnsw"] = Field(default="hnsw", description="Index backend; its parameters live under the key of that name.")
+    kind: Literal["auto", "hnsw", "ivfpq"] = Field(
+        default="auto", description="Index backend (its parameters live under the key of that name); auto = hnsw while "
+                                    "it fits in memory_budget, else ivfpq.")
+    memory_budget: int = Field(default=4096, ge=1, description="MiB of RAM an HNSW index may take under kind: auto.")
     hnsw: HnswConfig = HnswConfig()
+    ivfpq: IvfPqConfig = IvfPqConfig()
     threads: int | None = Field(default=None, ge=1, description="Build threads; default = CPU count.")
     build_chunk: int = Field(
         default=10_000, ge=100, le=50_000,
@@ -155,7 +169,7 @@ class DuplicatesConfig(_Section):
     min_similarity: float = Field(default=0.94, ge=-1.0, le=1.0, description="Embedding cosine of the same scene (similar tier).")
     group_similarity: float = Field(default=0.70, ge=-1.0, le=1.0, description="Cosine every two members of a group must reach (chains of edits do not merge unrelated photos).")
     tier: Literal["exact", "near", "similar"] = Field(default="similar", description="Loosest relation a group may use.")
-    neighbours: int = Field(default=10, ge=1, le=200, description="Embedding neighbours examined per image.")
+    neighbours: int = Field(default=4, ge=1, le=200, description="Embedding neighbours examined per image (more: slower, finds more of a big burst at once).")
 
 
 #: Input size of each architecture when ``model.input_size`` is null (EfficientNet-Lite0's ImageNet size; the seed's 96 px).

@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from imagerec.ann.base import AnnBackend, AnnIndexError, AnnSettings
 from imagerec.ann.files import build_lock, describe_file, fsync_removals, new_build_id, sweep
 from imagerec.ann.manifest import AnnMetadata, referenced_names, write_manifest
@@ -56,13 +58,12 @@ def build_index(layout: Layout, settings: AnnSettings, *, progress: ProgressCall
     """
     started = time.perf_counter()
     built_at = time.time()  # before the snapshot: conservative for staleness checks
-    builder = backend(settings.kind)(settings)
-    stage = {"read": 0.0, "add": 0.0, "write": 0.0}
+    stage = {"read": 0.0, "train": 0.0, "add": 0.0, "write": 0.0}
     with Store(layout.db, readonly=True) as store, build_lock(layout):
         previous = referenced_names(layout)
         removed = sweep(layout, keep=previous)  # temporaries and files of a killed build
         with store.read_snapshot():
-            fields = _add_embeddings(store, builder, layout, settings, progress, stage)
+            builder, fields = _add_embeddings(store, layout, settings, progress, stage)
         fields.update(built_at=built_at, build_seconds=round(time.perf_counter() - started, 3),
                       built_at_iso=datetime.fromtimestamp(built_at, timezone.utc).isoformat(timespec="seconds"))
         t0 = time.perf_counter()
@@ -73,26 +74,44 @@ def build_index(layout: Layout, settings: AnnSettings, *, progress: ProgressCall
     return BuildSummary(layout.ann_manifest, meta, time.perf_counter() - started, stage, removed)
 
 
-def _add_embeddings(store: Store, builder: AnnBackend, layout: Layout, settings: AnnSettings,
-                    progress: ProgressCallback | None, stage: dict[str, float]) -> dict[str, Any]:
-    """Feed the current model's embeddings to ``builder``; the manifest fields that describe the source."""
+def _add_embeddings(store: Store, layout: Layout, settings: AnnSettings, progress: ProgressCallback | None,
+                    stage: dict[str, float]) -> tuple[AnnBackend, dict[str, Any]]:
+    """A backend (``kind: auto`` resolved for this collection) fed the current model's embeddings (trained first when
+    it needs it), and the manifest fields that describe the source."""
     model_id = store.model_id
     total = store.count_embeddings_by_model().get(model_id, 0) if model_id else 0
     if not model_id or total == 0:
         raise _nothing_to_index(layout)
     data_version = store.data_version
+    dim = int(next(store.iter_embeddings(model_id, chunk_size=1))[1].shape[1])
+    chosen = settings.for_collection(total, dim)
+    builder = backend(chosen.kind)(chosen)
+    if builder.needs_training:
+        t0 = time.perf_counter()
+        builder.train(training_sample(store, model_id, builder.training_size(total), total, settings.build_chunk), total)
+        stage["train"] = time.perf_counter() - t0
     chunks = store.iter_embeddings(model_id, chunk_size=settings.build_chunk)
     dim, count, max_id = _feed(builder, chunks, model_id=model_id, total=total, progress=progress, stage=stage)
     if count == 0:
         raise _nothing_to_index(layout)
-    return dict(kind=builder.kind, model_id=model_id, dim=dim, count=count, max_image_id=max_id,
-                data_version=data_version, params=builder.build_params(), library=builder.library,
-                library_version=builder.library_version(), metric=builder.metric)
+    return builder, dict(kind=builder.kind, model_id=model_id, dim=dim, count=count, max_image_id=max_id,
+                         data_version=data_version, params=builder.build_params(), library=builder.library,
+                         library_version=builder.library_version(), metric=builder.metric)
+
+
+def training_sample(store: Store, model_id: str, size: int, total: int, chunk: int) -> np.ndarray:
+    """About ``size`` unit embeddings spread evenly over the collection, read in chunks (never all at once)."""
+    step, picked, seen = max(1, total // max(1, size)), [], 0
+    for _, vectors in store.iter_embeddings(model_id, chunk_size=chunk):
+        rows = np.arange(seen, seen + len(vectors))
+        picked.append(unit_rows(vectors[rows % step == 0]))
+        seen += len(vectors)
+    return np.concatenate(picked)[:size] if picked else np.zeros((0, 0), np.float32)
 
 
 def _feed(builder: AnnBackend, chunks, *, model_id: str, total: int, progress: ProgressCallback | None,
           stage: dict[str, float]) -> tuple[int, int, int]:
-    """Unit-normalise and add every chunk (training on the first one if the backend needs it): (dim, count, max id)."""
+    """Unit-normalise and add every chunk: (dim, count, max id)."""
     dim, count, max_id = 0, 0, 0
     t0 = time.perf_counter()
     for ids, vectors in chunks:
@@ -102,8 +121,6 @@ def _feed(builder: AnnBackend, chunks, *, model_id: str, total: int, progress: P
             continue
         if not dim:
             dim = int(vectors.shape[1])
-            if builder.needs_training:
-                builder.train(vectors)
         elif vectors.shape[1] != dim:
             raise AnnIndexError(f"embeddings of model {model_id} have mixed dimensions ({dim} and {vectors.shape[1]}); re-run 'index'")
         t1 = time.perf_counter()

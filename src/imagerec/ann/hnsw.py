@@ -12,15 +12,13 @@ searches with different ``ef_search`` never touch the shared index.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from imagerec.ann.base import REBUILD, AnnIndexError, AnnSettings, empty_result, finish_result, prepare_queries
+from imagerec.ann.faisslib import faiss_module as _faiss, omp_threads as _omp_threads, thread_count as _threads
 from imagerec.ann.files import write_atomically
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,7 +131,10 @@ class HnswBackend:
     def build_params(self) -> dict[str, Any]:
         return {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search, "threads": self.threads}
 
-    def train(self, sample: np.ndarray) -> None:
+    def training_size(self, total: int) -> int:
+        return 0
+
+    def train(self, sample: np.ndarray, total: int) -> None:
         """HNSW needs no training."""
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -172,28 +173,3 @@ class HnswBackend:
             raise AnnIndexError(f"{path}: index contents (d={index.d}, n={index.ntotal}, metric={index.metric_type}) "
                                 f"disagree with its metadata; {REBUILD}")
         return HnswIndex(index, meta, list(paths), self.ef_search)
-
-
-def _threads(threads: int | None) -> int:
-    return int(threads or os.cpu_count() or 1)
-
-
-@contextmanager
-def _omp_threads(n: int) -> Iterator[None]:
-    """FAISS's OpenMP thread count for a build step, restored afterwards (it is process-global)."""
-    faiss = _faiss()
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
-def _faiss():
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - faiss-cpu is a hard dependency
-        raise AnnIndexError(f"faiss is not installed ({exc}); install faiss-cpu") from None
-    return faiss
-

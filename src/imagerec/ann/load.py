@@ -38,14 +38,15 @@ def read_metadata(config: Config) -> AnnMetadata:
 
 def open_index(layout: Layout, settings: AnnSettings, *, model_id: str | None, dim: int | None = None) -> AnnIndex:
     """The index of ``layout``: manifest validated, every file verified, then read by its backend."""
-    cls = backend(settings.kind)
     for attempt in (1, 2):
         meta = read_manifest(layout)
+        chosen = settings.for_kind(meta.kind) if settings.kind == "auto" else settings  # auto: what build-ann chose
+        cls = backend(chosen.kind)
         check_metadata(meta, model_id=model_id, dim=dim, kind=cls.kind, library=cls.library, metric=cls.metric,
                        where=layout.ann_manifest)
         problem = _first_problem(layout, meta, settings.verify)
         if problem is None:
-            index = cls(settings).load([layout.ann_file(f.name) for f in meta.files], meta)
+            index = cls(chosen).load([layout.ann_file(f.name) for f in meta.files], meta)
             damage = index.check_vectors()  # also what a sampled checksum can miss
             if damage is not None:
                 raise AnnIndexError(f"{layout.ann_manifest}: ANN index is damaged ({damage}); {REBUILD}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from imagerec.ann.base import AnnBackend, AnnIndexError
 from imagerec.ann.hnsw import HnswBackend
+from imagerec.ann.ivfpq import IvfPqBackend
 
-_BACKENDS: dict[str, type[AnnBackend]] = {HnswBackend.kind: HnswBackend}
+_BACKENDS: dict[str, type[AnnBackend]] = {b.kind: b for b in (HnswBackend, IvfPqBackend)}
 
 
 def kinds() -> tuple[str, ...]:

@@ -45,7 +45,7 @@ class DuplicateSettings:
     min_similarity: float = 0.94
     group_similarity: float = 0.70
     tier: str = "similar"
-    neighbours: int = 10
+    neighbours: int = 4
 
     @property
     def level(self) -> int:

@@ -31,9 +31,9 @@ from imagerec.search.similarity import bhattacharyya_coefficient
 from imagerec.store import Store
 from imagerec.vectors import from_blob
 
-#: With embeddings, dHash candidates are searched up to this radius (11 s at 550k here; radius 8 takes 18 s):
-#: pairs further apart in dHash but related are found as embedding neighbours.
-HASH_RADIUS_WITH_EMBEDDINGS = 6
+#: With embeddings, dHash candidates are searched up to this radius (radius 4: ~3 s at 550k here, 6: 10 s, 8: 18 s):
+#: pairs further apart in dHash but related are found as embedding neighbours (same quality, docs/benchmarks.md §11).
+HASH_RADIUS_WITH_EMBEDDINGS = 4
 _CATALOG = "SELECT id, dhash, size, mtime_ns, width, height FROM images WHERE id > ? ORDER BY id LIMIT ?"
 
 

@@ -56,7 +56,7 @@ class Vectors:
         for start in range(0, len(self.ids), _BLOCK):
             queries = self.matrix[start:start + _BLOCK]
             if self.ann is not None:
-                scores, found = self.ann.search(queries, k, ef_search=max(2 * k, 32))
+                scores, found = self.ann.search(queries, k, ef_search=max(2 * k, 10))  # near copies are the nearest: a small beam finds them
             else:
                 scores, found = _exact_knn(queries, self.matrix, self.ids, k)
             mine = np.repeat(self.ids[start:start + _BLOCK], found.shape[1])

@@ -1,0 +1,180 @@
+"""The ``ivfpq`` backend: FAISS ``IVF{nlist},PQ{m}x{nbits}`` for collections whose float vectors do not fit in RAM.
+
+Each vector is stored as ``m`` bytes of product-quantisation code plus its 8-byte id in one of ``nlist``
+inverted lists; a query scans the ``nprobe`` lists nearest to it. The scores are approximate, so the
+index only proposes candidates: ``query`` re-ranks them with the exact embeddings from the store (as it
+does for every backend), and final results do not suffer from the PQ error. Trained on a sample read
+from the store in chunks (``build.training_sample``), vectors added in chunks, written atomically; with
+``mmap: true`` the inverted lists are memory-mapped (``IO_FLAG_MMAP``) instead of read, so search runs
+with a small resident set and pages come from the OS cache on demand.
+
+Parameters chosen from N and the dimension when not given, after autofaiss's rules: ``nlist`` ≈ 4·√N
+(a power of two, at least 39 training points per list), ``m`` = the largest divisor of the dimension
+that is ≤ 64 with sub-vectors of ≥ 4 dimensions (64 bytes + 8 for the id per vector), ``nprobe`` = nlist/16
+clamped to 8–256.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from imagerec.ann.base import REBUILD, AnnIndexError, AnnSettings, empty_result, finish_result, prepare_queries
+from imagerec.ann.faisslib import faiss_module as _faiss, omp_threads as _omp_threads, thread_count as _threads
+from imagerec.ann.files import write_atomically
+
+if TYPE_CHECKING:  # pragma: no cover
+    from imagerec.ann.manifest import AnnMetadata
+
+_SUFFIX = ".ivfpq"
+MAX_M = 64
+TRAIN_POINTS_PER_LIST = 39  # FAISS's minimum for k-means without a warning
+TRAIN_MAX = 200_000
+
+
+def auto_nlist(n: int) -> int:
+    """Inverted lists for ``n`` vectors: the power of two nearest 4·√n, with ≥ 39 training points per list."""
+    target = 4 * math.sqrt(max(n, 1))
+    nlist = 2 ** max(0, round(math.log2(target)))
+    while nlist > 1 and nlist * TRAIN_POINTS_PER_LIST > n:
+        nlist //= 2
+    return nlist
+
+
+def auto_m(dim: int) -> int:
+    """PQ sub-quantizers: the largest divisor of ``dim`` ≤ 64 whose sub-vectors have ≥ 4 dimensions (1 if none)."""
+    return max([m for m in range(1, min(MAX_M, dim) + 1) if dim % m == 0 and dim // m >= 4] or [1])
+
+
+def auto_nprobe(nlist: int) -> int:
+    return max(1, min(nlist, max(8, min(256, nlist // 16))))
+
+
+def train_size(nlist: int, n: int) -> int:
+    """Training sample: 100 points per list (and ≥ 2^nbits for the PQ codebooks), at most ``TRAIN_MAX`` and ``n``."""
+    return min(n, max(100 * nlist, 10_000), TRAIN_MAX)
+
+
+class IvfPqIndex:
+    """A loaded, verified IVF-PQ index; ``nprobe`` is the default number of lists scanned per query."""
+
+    def __init__(self, index, meta: "AnnMetadata", paths: list[Path], nprobe: int):
+        self._index = index
+        self.meta = meta
+        self.paths = paths
+        self._nprobe = int(nprobe)
+        ivf = _faiss().extract_index_ivf(index)
+        invlists = ivf.invlists
+        parts = [_faiss().rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+                 for i in range(ivf.nlist) if invlists.list_size(i)]
+        labels = np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+        labels.setflags(write=False)
+        self._labels = labels
+
+    @property
+    def default_params(self) -> dict[str, Any]:
+        return {"nprobe": self._nprobe}
+
+    @property
+    def dim(self) -> int:
+        return self.meta.dim
+
+    @property
+    def count(self) -> int:
+        return int(self._index.ntotal)
+
+    def labels(self) -> np.ndarray:
+        """Image ids in the index (int64, sorted, read-only)."""
+        return self._labels
+
+    def check_vectors(self) -> str | None:
+        """PQ codes have no norm to check: damage shows in the manifest's checksums instead."""
+        return None
+
+    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None, **_: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` by approximate inner product: (scores (n, k'), ids (n, k')); ``nprobe`` for this call only."""
+        queries = prepare_queries(queries, self.dim)
+        k = min(int(k), self.count)
+        if k <= 0:
+            return empty_result(len(queries))
+        params = _faiss().SearchParametersIVF(nprobe=int(nprobe or self._nprobe))
+        scores, ids = self._index.search(queries, k, params=params)
+        return finish_result(scores, ids)
+
+
+class IvfPqBackend:
+    """Builds and loads ``IVF,PQ`` files (``ann.kind: ivfpq``)."""
+
+    kind = "ivfpq"
+    library = "faiss"
+    metric = "inner_product"
+    needs_training = True
+
+    def __init__(self, settings: AnnSettings):
+        params = dict(settings.params)
+        self.nlist, self.m, self.nprobe = params.get("nlist"), params.get("m"), params.get("nprobe")
+        self.nbits = int(params.get("nbits") or 8)
+        self.mmap = bool(params.get("mmap", False))
+        self.threads = _threads(settings.threads)
+        self._index = None
+
+    def library_version(self) -> str:
+        return _faiss().__version__
+
+    def build_params(self) -> dict[str, Any]:
+        return {"nlist": self.nlist, "m": self.m, "nbits": self.nbits, "nprobe": self.nprobe, "mmap": self.mmap,
+                "threads": self.threads}
+
+    def training_size(self, total: int) -> int:
+        """How many vectors ``train`` wants for a collection of ``total``."""
+        return train_size(self.nlist or auto_nlist(total), total)
+
+    def train(self, sample: np.ndarray, total: int | None = None) -> None:
+        """Choose the parameters left open (from ``total`` and the dimension) and train the quantizers."""
+        faiss, dim = _faiss(), int(sample.shape[1])
+        total = int(total or len(sample))
+        self.nlist = int(self.nlist or auto_nlist(total))
+        self.m = int(self.m or auto_m(dim))
+        self.nprobe = int(self.nprobe or auto_nprobe(self.nlist))
+        if dim % self.m:
+            raise AnnIndexError(f"ann.ivfpq.m = {self.m} does not divide the embedding dimension {dim}")
+        if len(sample) < max(self.nlist, 2 ** self.nbits):
+            raise AnnIndexError(f"{len(sample)} embeddings are too few to train ann.ivfpq (nlist {self.nlist}, "
+                                f"{2 ** self.nbits} codes per sub-quantizer); use ann.kind: hnsw for a collection this small")
+        index = faiss.index_factory(dim, f"IVF{self.nlist},PQ{self.m}x{self.nbits}", faiss.METRIC_INNER_PRODUCT)
+        with _omp_threads(self.threads):
+            index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        self._index = index
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if self._index is None:
+            raise AnnIndexError("the IVF-PQ index was not trained before adding vectors")
+        with _omp_threads(self.threads):
+            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+
+    def write(self, prefix: Path) -> list[Path]:
+        if self._index is None:
+            raise AnnIndexError("nothing was added to the index")
+        faiss, index = _faiss(), self._index
+        target = prefix.with_name(prefix.name + _SUFFIX)
+        return [write_atomically(target, lambda tmp: faiss.write_index(index, str(tmp)))]
+
+    def load(self, paths: list[Path], meta: "AnnMetadata") -> IvfPqIndex:
+        """Read (or memory-map, ``mmap``) the index file and check it is an IVF-PQ index matching ``meta``."""
+        faiss = _faiss()
+        if len(paths) != 1 or not paths[0].name.endswith(_SUFFIX):
+            raise AnnIndexError(f"{paths[0].parent if paths else '?'}: an ivfpq index is one {_SUFFIX} file; {REBUILD}")
+        path, mmap = paths[0], bool(meta.params.get("mmap", self.mmap))
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
+        except Exception as exc:  # FAISS raises RuntimeError on malformed data
+            raise AnnIndexError(f"{path}: cannot read ANN index ({str(exc).splitlines()[0][:120]}); {REBUILD}") from None
+        if not isinstance(index, faiss.IndexIVFPQ):
+            raise AnnIndexError(f"{path}: not an IVF-PQ index; {REBUILD}")
+        if index.d != meta.dim or index.ntotal != meta.count or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise AnnIndexError(f"{path}: index contents (d={index.d}, n={index.ntotal}, metric={index.metric_type}) "
+                                f"disagree with its metadata; {REBUILD}")
+        return IvfPqIndex(index, meta, list(paths), int(self.nprobe or meta.params.get("nprobe") or auto_nprobe(index.nlist)))
