@@ -107,7 +107,8 @@ class IvfPqConfig(_Section):
     m: int | None = Field(default=None, ge=1, le=256, description="PQ bytes per vector (must divide the dimension); null = largest divisor ≤ 64.")
     nbits: int = Field(default=8, ge=4, le=12, description="Bits per PQ code.")
     nprobe: int | None = Field(default=None, ge=1, le=1 << 20, description="Lists scanned per query; null = nlist/16 within 8–256.")
-    mmap: bool = Field(default=False, description="Memory-map the index file instead of reading it (small resident set).")
+    candidate_factor: float = Field(default=2.5, ge=1.0, le=100.0, description="A query re-ranks this many times query.candidates exactly (PQ scores are approximate).")
+    mmap: bool = Field(default=True, description="Memory-map the index file (codes stay in the OS file cache: ~35 private bytes per vector instead of ~106).")
 
 
 class AnnConfig(_Section):

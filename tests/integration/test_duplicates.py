@@ -58,6 +58,20 @@ def test_a_chain_of_edits_never_joins_its_two_unrelated_ends(collection):
         assert all(p["cosine"] >= report["params"]["group_similarity"] for p in group["pairs"])
 
 
+def test_a_component_too_big_for_one_matrix_is_grouped_seed_by_seed(collection, monkeypatch):
+    import imagerec
+    import imagerec.dedup.assemble as assemble
+
+    monkeypatch.setattr(assemble, "MAX_COMPONENT", 4)  # every component above 4 images takes the bounded-memory path
+    with imagerec.open(collection) as col:
+        report = col.duplicates().to_dict()
+    assert {"b", "b_half", "b_q30", "b_bright"} in named(report) and together(report, "a", "a_copy")
+    assert not together(report, "d_to_e_1", "e")
+    for group in report["groups"]:
+        assert len(group["members"]) <= 4
+        assert all(p["cosine"] >= report["params"]["group_similarity"] for p in group["pairs"])
+
+
 def test_keeper_is_the_largest_image_and_evidence_is_against_it(collection):
     report = groups_of(collection)
     group = next(g for g in report["groups"] if "b_half" in {Path(m["relpath"]).stem for m in g["members"]})

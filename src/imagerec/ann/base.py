@@ -88,6 +88,11 @@ class AnnIndex(Protocol):
         """The per-call ``search`` parameters used when a call gives none (e.g. ``{"ef_search": 256}``)."""
         ...
 
+    @property
+    def candidate_factor(self) -> float:
+        """How many times more candidates a query should take for exact re-ranking (1: the scores are exact)."""
+        ...
+
     def check_vectors(self) -> str | None:
         """What is wrong with the stored vectors (not finite, not unit length), or None."""
         ...

@@ -54,6 +54,10 @@ class HnswIndex:
         return {"ef_search": self._ef_search}
 
     @property
+    def candidate_factor(self) -> float:
+        return 1.0  # exact inner products of the stored floats
+
+    @property
     def dim(self) -> int:
         return self.meta.dim
 

@@ -17,6 +17,7 @@ from imagerec.store import Store
 from imagerec.store.records import absolute_path, display_path
 from imagerec.vectors import from_blob
 
+MAX_COMPONENT = 2000  # larger connected components are grouped seed by seed (_cluster_large): bounded memory
 MAX_PAIRS_LISTED = 45  # a group of up to 10 lists every pair; larger ones list each member against the keeper
 
 
@@ -46,7 +47,7 @@ class Grouper:
         out = []
         for done, members in enumerate(components, 1):
             members = members[present[np.searchsorted(nodes, members)]]
-            out += self._cluster(members, paths)
+            out += self._cluster(members, paths) if len(members) <= MAX_COMPONENT else self._cluster_large(members, a, b, paths)
             if done % 1000 == 0 or done == len(components):
                 report_progress(progress, "duplicates: groups", done, len(components))
         out.sort(key=lambda g: (TIERS.index(g.tier), -len(g.members), g.members[0].id))
@@ -93,6 +94,30 @@ class Grouper:
         evidence = {(int(x), int(y)): (int(h), c, int(lv)) for x, y, h, c, lv in zip(i, j, hamming, cosine, levels)}
         pieces = [p for c in complete_link(square) for p in linked_pieces(c, level_of, self.settings.level)]
         return [self._group(members[p], p, evidence, level_of, paths) for p in pieces]
+
+    def _cluster_large(self, members: np.ndarray, a: np.ndarray, b: np.ndarray, paths: dict[int, bytes]) -> list[DuplicateGroup]:
+        """A component too big for one pairwise matrix (e.g. thousands of near-black frames): seeded by the
+        best-connected free image, each group is found among the seed's direct links only (memory ∝ degree²)."""
+        inside = np.isin(a, members) & np.isin(b, members)
+        ea, eb = np.concatenate([a[inside], b[inside]]), np.concatenate([b[inside], a[inside]])
+        order = np.argsort(ea, kind="stable")
+        ea, eb = ea[order], eb[order]
+        starts = np.searchsorted(ea, members)
+        ends = np.searchsorted(ea, members, side="right")
+        free = dict.fromkeys(members.tolist(), True)
+        out = []
+        for k in np.argsort(-(ends - starts), kind="stable"):
+            seed = int(members[k])
+            if not free[seed]:
+                continue
+            links = [int(x) for x in eb[starts[k]:ends[k]] if free[int(x)]][: MAX_COMPONENT - 1]
+            for group in self._cluster(np.asarray(sorted({seed, *links})), paths):
+                if seed in {m.id for m in group.members}:
+                    out.append(group)
+                    for m in group.members:
+                        free[m.id] = False
+            free[seed] = False
+        return out
 
     def _colors(self, members: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         marks = ",".join("?" * len(members))

@@ -62,7 +62,8 @@ def find_duplicates(config: Config, settings: DuplicateSettings | None = None, *
         timings["catalog_s"] = time.perf_counter() - started
         vectors = _vectors(config, store, len(catalog.ids), settings, notices)
         timings["vectors_s"] = time.perf_counter() - started - timings["catalog_s"]
-        a, b = _candidates(catalog, vectors, settings, progress, timings)
+        radius = _hash_radius(settings, vectors)
+        a, b = _candidates(catalog, vectors, radius, settings, progress, timings)
         if vectors is not None and not vectors.complete:
             vectors = _store_vectors(store, np.unique(np.concatenate([a, b])))
         color = _pair_colors(store, a, b) if vectors is None and settings.level >= 1 else None
@@ -75,14 +76,17 @@ def find_duplicates(config: Config, settings: DuplicateSettings | None = None, *
         groups = Grouper(config, store, catalog, vectors, settings, notices).groups(a[keep], b[keep], progress)
         timings["grouping_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
-    params = {**asdict(settings), "hash_radius": _hash_radius(settings, vectors), "embeddings": vectors is not None}
+    params = {**asdict(settings), "hash_radius": radius, "embeddings": vectors is not None}
     return DuplicateReport(groups, params, len(catalog.ids), notices, {k: round(v, 3) for k, v in timings.items()})
 
 
 def _hash_radius(settings: DuplicateSettings, vectors: Vectors | None) -> int:
+    """dHash search radius: 0 for the exact tier; capped when embedding neighbours find the further edits."""
     if settings.level == 0:
         return 0
-    return settings.max_bits if vectors is None else min(settings.max_bits, HASH_RADIUS_WITH_EMBEDDINGS)
+    if vectors is None or not vectors.complete:
+        return settings.max_bits
+    return min(settings.max_bits, HASH_RADIUS_WITH_EMBEDDINGS)
 
 
 def _vectors(config: Config, store: Store, n: int, settings: DuplicateSettings, notices: list[str]) -> Vectors | None:
@@ -120,11 +124,11 @@ def _store_vectors(store: Store, ids: np.ndarray) -> Vectors:
     return Vectors(np.concatenate(found), np.concatenate(rows))
 
 
-def _candidates(catalog: _Catalog, vectors: Vectors | None, settings: DuplicateSettings,
+def _candidates(catalog: _Catalog, vectors: Vectors | None, radius: int, settings: DuplicateSettings,
                 progress: ProgressCallback | None, timings: dict) -> tuple[np.ndarray, np.ndarray]:
     """Unique candidate pairs (a < b, as image ids) from dHash bands and embedding neighbours."""
     t0 = time.perf_counter()
-    parts = [(catalog.ids[i], catalog.ids[j]) for i, j, _ in hash_pairs(catalog.dhash, _hash_radius(settings, vectors))]
+    parts = [(catalog.ids[i], catalog.ids[j]) for i, j, _ in hash_pairs(catalog.dhash, radius)]
     timings["hash_pairs_s"] = time.perf_counter() - t0
     report_progress(progress, "duplicates: dHash pairs", 1, 2)
     if vectors is not None and settings.level >= 1:
@@ -149,15 +153,21 @@ def _same_size(catalog: _Catalog, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _pair_colors(store: Store, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bhattacharyya coefficient of each pair's colour histograms (read for the images in pairs only)."""
-    hist = _histograms(store, np.unique(np.concatenate([a, b])))
-    return np.asarray([bhattacharyya_coefficient(hist[x], hist[y]) for x, y in zip(a.tolist(), b.tolist())], np.float32)
+    ids = np.unique(np.concatenate([a, b]))
+    hist = _histograms(store, ids)
+    ra, rb = np.searchsorted(ids, a), np.searchsorted(ids, b)
+    out = np.empty(len(a), np.float32)
+    for s in range(0, len(a), 16_384):
+        out[s:s + 16_384] = bhattacharyya_coefficient(hist[ra[s:s + 16_384]], hist[rb[s:s + 16_384]])
+    return out
 
 
-def _histograms(store: Store, ids: np.ndarray) -> dict[int, np.ndarray]:
-    out = {}
+def _histograms(store: Store, ids: np.ndarray) -> np.ndarray:
+    """Histograms of the sorted ``ids``, one row each."""
+    rows: dict[int, np.ndarray] = {}
     for start in range(0, len(ids), 900):
         chunk = ids[start:start + 900].tolist()
         marks = ",".join("?" * len(chunk))
         for image_id, blob in store.read(f"SELECT id, histogram FROM images WHERE id IN ({marks})", chunk):
-            out[image_id] = from_blob(blob)
-    return out
+            rows[image_id] = from_blob(blob)
+    return np.stack([rows[i] for i in ids.tolist()]) if len(ids) else np.zeros((0, 1), np.float32)

@@ -1,6 +1,7 @@
 """Candidate generation: which stored images a query re-scores.
 
-    ANN top C (C = max(query.candidates, query.candidates_per_k · k)) for each query vector
+    ANN top C·f (C = max(query.candidates, query.candidates_per_k · k); f = the index's ``candidate_factor``:
+    1 for HNSW, ``ann.ivfpq.candidate_factor`` for IVF-PQ, whose approximate scores need more) per query vector
     + images within query.hash_candidates_max_bits dHash bits of a query image (at most C)
     + exact cosine top C over images added or changed since build-ann (when the index is stale)
 
@@ -11,6 +12,7 @@ queries; a query whose snapshot has another version computes its own.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -82,7 +84,7 @@ class CandidateSource:
         snapshot; adds the seconds spent to ``timings`` ("ann_search", "stale_merge")."""
         t0 = time.perf_counter()
         version = store.data_version
-        _, ann_ids = self.ann.search(vectors, n)
+        _, ann_ids = self.ann.search(vectors, math.ceil(n * self.ann.candidate_factor))
         ids = set(ann_ids[ann_ids >= 0].tolist())
         ids |= self.hash_candidates(store, version, queries, n + len(queries))  # + the queries themselves
         t1 = time.perf_counter()

@@ -127,7 +127,7 @@ def test_no_manifest_and_legacy_files(tmp_path):
 
 
 def test_registry():
-    assert kinds() == ("hnsw",) and backend("hnsw").kind == "hnsw"
+    assert kinds() == ("hnsw", "ivfpq") and backend("hnsw").kind == "hnsw" and backend("ivfpq").kind == "ivfpq"
     for bad in ("ivf", "", None, "HNSW"):
         with pytest.raises(AnnIndexError, match="unknown ANN index kind"):
             backend(bad)
@@ -137,6 +137,8 @@ def test_settings_from_config_are_a_frozen_copy(tmp_path):
     config = Config.model_validate({"data": {"image_root": tmp_path}, "output": {"dir": tmp_path / "out"},
                                     "ann": {"threads": 3, "build_chunk": 500, "verify": "always", "hnsw": {"M": 8}}})
     settings = AnnSettings.from_config(config)
+    assert settings.kind == "auto"  # resolved per collection by build-ann, read from the manifest by load
+    settings = settings.for_kind("hnsw")
     assert settings.kind == "hnsw" and settings.threads == 3 and settings.build_chunk == 500 and settings.verify == "always"
     assert settings.params == {"M": 8, "ef_construction": 200, "ef_search": 256}
     with pytest.raises(AttributeError):
