@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imagerec.ann.base import REBUILD, AnnIndexError, AnnSettings, empty_result, finish_result, prepare_queries
-from imagerec.ann.faisslib import faiss_module as _faiss, omp_threads as _omp_threads, thread_count as _threads
-from imagerec.ann.files import write_atomically
+from imagerec.ann.base import REBUILD, AnnIndexError, AnnSettings
+from imagerec.ann.faisslib import (check_contents, faiss_module as _faiss, omp_threads as _omp_threads, read_index_file,
+                                   search_index, thread_count as _threads, write_index_file)
 
 if TYPE_CHECKING:  # pragma: no cover
     from imagerec.ann.manifest import AnnMetadata
@@ -104,13 +104,8 @@ class HnswIndex:
 
         Missing neighbours (label -1) have score -inf. ``ef_search`` applies to this call only.
         """
-        queries = prepare_queries(queries, self.dim)
-        k = min(int(k), self.count)
-        if k <= 0:
-            return empty_result(len(queries))
-        params = _faiss().SearchParametersHNSW(efSearch=max(int(ef_search or self._ef_search), k))
-        scores, ids = self._index.search(queries, k, params=params)
-        return finish_result(scores, ids)
+        return search_index(self._index, queries, k,
+                            lambda k: _faiss().SearchParametersHNSW(efSearch=max(int(ef_search or self._ef_search), k)))
 
 
 class HnswBackend:
@@ -154,26 +149,14 @@ class HnswBackend:
 
     def write(self, prefix: Path) -> list[Path]:
         """``<prefix>.bin``, written atomically."""
-        if self._index is None:
-            raise AnnIndexError("nothing was added to the index")
-        faiss, index = _faiss(), self._index
-        target = prefix.with_name(prefix.name + _SUFFIX)
-        return [write_atomically(target, lambda tmp: faiss.write_index(index, str(tmp)))]
+        return write_index_file(self._index, prefix, _SUFFIX)
 
     def load(self, paths: list[Path], meta: "AnnMetadata") -> HnswIndex:
         """Read the index file and check it is an ``IndexIDMap(IndexHNSWFlat)`` matching ``meta``."""
         faiss = _faiss()
-        if len(paths) != 1 or not paths[0].name.endswith(_SUFFIX):
-            raise AnnIndexError(f"{paths[0].parent if paths else '?'}: an hnsw index is one {_SUFFIX} file; {REBUILD}")
-        path = paths[0]
-        try:
-            index = faiss.read_index(str(path))
-        except Exception as exc:  # FAISS raises RuntimeError on malformed data
-            raise AnnIndexError(f"{path}: cannot read ANN index ({str(exc).splitlines()[0][:120]}); {REBUILD}") from None
+        path, index = read_index_file(paths, _SUFFIX, self.kind)
         inner = getattr(index, "index", None)
         if not isinstance(index, faiss.IndexIDMap) or inner is None or not isinstance(faiss.downcast_index(inner), faiss.IndexHNSWFlat):
             raise AnnIndexError(f"{path}: not an IndexIDMap(IndexHNSWFlat) index; {REBUILD}")
-        if index.d != meta.dim or index.ntotal != meta.count or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise AnnIndexError(f"{path}: index contents (d={index.d}, n={index.ntotal}, metric={index.metric_type}) "
-                                f"disagree with its metadata; {REBUILD}")
+        check_contents(index, meta, path)
         return HnswIndex(index, meta, list(paths), self.ef_search)

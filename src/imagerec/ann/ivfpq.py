@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imagerec.ann.base import REBUILD, AnnIndexError, AnnSettings, empty_result, finish_result, prepare_queries
-from imagerec.ann.faisslib import faiss_module as _faiss, omp_threads as _omp_threads, thread_count as _threads
-from imagerec.ann.files import write_atomically
+from imagerec.ann.base import REBUILD, AnnIndexError, AnnSettings
+from imagerec.ann.faisslib import (check_contents, faiss_module as _faiss, omp_threads as _omp_threads, read_index_file,
+                                   search_index, thread_count as _threads, write_index_file)
 
 if TYPE_CHECKING:  # pragma: no cover
     from imagerec.ann.manifest import AnnMetadata
@@ -119,13 +119,7 @@ class IvfPqIndex:
 
     def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None, **_: Any) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` by approximate inner product: (scores (n, k'), ids (n, k')); ``nprobe`` for this call only."""
-        queries = prepare_queries(queries, self.dim)
-        k = min(int(k), self.count)
-        if k <= 0:
-            return empty_result(len(queries))
-        params = _faiss().SearchParametersIVF(nprobe=int(nprobe or self._nprobe))
-        scores, ids = self._index.search(queries, k, params=params)
-        return finish_result(scores, ids)
+        return search_index(self._index, queries, k, lambda _: _faiss().SearchParametersIVF(nprobe=int(nprobe or self._nprobe)))
 
 
 class IvfPqBackend:
@@ -140,8 +134,8 @@ class IvfPqBackend:
         params = dict(settings.params)
         self.nlist, self.m, self.nprobe = params.get("nlist"), params.get("m"), params.get("nprobe")
         self.nbits = int(params.get("nbits") or 8)
-        self.mmap = bool(params.get("mmap", True))
-        self.candidate_factor = float(params.get("candidate_factor") or DEFAULT_CANDIDATE_FACTOR)  # a load-time choice: the current config decides
+        self.mmap = bool(params.get("mmap", True))  # a load-time choice: the current config decides
+        self.candidate_factor = float(params.get("candidate_factor") or DEFAULT_CANDIDATE_FACTOR)
         self.threads = _threads(settings.threads)
         self._index = None
 
@@ -186,26 +180,16 @@ class IvfPqBackend:
             self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
 
     def write(self, prefix: Path) -> list[Path]:
-        if self._index is None:
-            raise AnnIndexError("nothing was added to the index")
-        faiss, index = _faiss(), self._index
-        target = prefix.with_name(prefix.name + _SUFFIX)
-        return [write_atomically(target, lambda tmp: faiss.write_index(index, str(tmp)))]
+        """``<prefix>.ivfpq``, written atomically."""
+        return write_index_file(self._index, prefix, _SUFFIX)
 
     def load(self, paths: list[Path], meta: "AnnMetadata") -> IvfPqIndex:
         """Read (or memory-map, ``mmap``) the index file and check it is an IVF-PQ index matching ``meta``."""
         faiss = _faiss()
-        if len(paths) != 1 or not paths[0].name.endswith(_SUFFIX):
-            raise AnnIndexError(f"{paths[0].parent if paths else '?'}: an ivfpq index is one {_SUFFIX} file; {REBUILD}")
-        path, mmap = paths[0], self.mmap
-        try:
-            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0)
-        except Exception as exc:  # FAISS raises RuntimeError on malformed data
-            raise AnnIndexError(f"{path}: cannot read ANN index ({str(exc).splitlines()[0][:120]}); {REBUILD}") from None
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if self.mmap else 0
+        path, index = read_index_file(paths, _SUFFIX, self.kind, flags)
         if not isinstance(index, faiss.IndexIVFPQ):
             raise AnnIndexError(f"{path}: not an IVF-PQ index; {REBUILD}")
-        if index.d != meta.dim or index.ntotal != meta.count or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise AnnIndexError(f"{path}: index contents (d={index.d}, n={index.ntotal}, metric={index.metric_type}) "
-                                f"disagree with its metadata; {REBUILD}")
+        check_contents(index, meta, path)
         nprobe = int(self.nprobe or meta.params.get("nprobe") or auto_nprobe(index.nlist))
         return IvfPqIndex(index, meta, list(paths), nprobe, self.candidate_factor)

@@ -98,16 +98,20 @@ def _vectors(config: Config, store: Store, n: int, settings: DuplicateSettings, 
     from imagerec.ann.load import ann_state
 
     state = ann_state(config.output.layout, data_version=store.data_version, model_id=model_id)
+    why = "no current ANN index; run 'build-ann'"
     if state is not None and state["state"] == "current":
-        try:
-            ann = load_ann(config, model_id=model_id)
-            return Vectors(ann.labels(), ann.stored_vectors(), ann=ann)
-        except (AnnIndexError, AttributeError):  # AttributeError: a backend that keeps no vectors
-            pass
+        if state["kind"] != "hnsw":
+            why = f"the {state['kind']} ANN index keeps no float vectors (an hnsw index does)"
+        else:
+            try:
+                ann = load_ann(config, model_id=model_id)
+                return Vectors(ann.labels(), ann.stored_vectors(), ann=ann)
+            except AnnIndexError as exc:
+                why = str(exc)
     if n <= EXACT_MAX:
         ids, rows = zip(*store.iter_embeddings(model_id, chunk_size=20_000)) if n else ((), ())
         return Vectors(np.concatenate(ids), np.concatenate(rows)) if ids else None
-    notices.append(f"no current ANN index for {n} images: the similar tier and crop-like edits need one; run 'build-ann'")
+    notices.append(f"{n} images and {why}: only dHash pairs are examined (the similar tier and crop-like edits are not)")
     return Vectors(np.zeros(0, np.int64), np.zeros((0, 1), np.float32), complete=False)
 
 
