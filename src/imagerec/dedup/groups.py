@@ -16,9 +16,9 @@ rule is complete-link: the candidate pairs are split into connected components (
 each is clustered with SciPy's complete linkage on a distance that is < 1 exactly for alike pairs
 (closer pairs merge first), and each cluster is cut into the connected pieces of its tier links. (Plain
 complete-link on the tier relation itself splits real families: a 50 % resize and a 10 % crop of one
-photo are each near the original but not near each other.) A component too large for its pairwise
-matrix is clustered greedily under the same every-pair rule. A group's tier is the loosest relation
-needed to connect it.
+photo are each near the original but not near each other.) A component too large for one pairwise
+matrix is grouped seed by seed under the same rules (``assemble``). A group's tier is the loosest
+relation needed to connect it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import numpy as np
 TIERS = ("exact", "near", "similar")
 NONE = len(TIERS)  # level of a pair with no relation
 RELATIONS = (*TIERS, "alike")  # how a pair of a group is named: its relation, or "alike" (only the group rule holds)
-MAX_LINKAGE = 2000  # members clustered with SciPy's complete linkage; larger components go the greedy way
 
 
 @dataclass(frozen=True)
@@ -107,11 +106,8 @@ def bottleneck_level(levels: np.ndarray) -> int:
 
 def complete_link(distance: np.ndarray) -> list[np.ndarray]:
     """Clusters (arrays of positions, 2+ members) of a square ``distance`` matrix in which every pair is < 1."""
-    n = len(distance)
-    if n < 2:
+    if len(distance) < 2:
         return []
-    if n > MAX_LINKAGE:
-        return _greedy_cliques(distance)
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
@@ -120,27 +116,6 @@ def complete_link(distance: np.ndarray) -> list[np.ndarray]:
     labels = fcluster(linkage(squareform(square, checks=False), method="complete"), t=0.999, criterion="distance")
     clusters = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     return [c for c in clusters if len(c) > 1]
-
-
-def _greedy_cliques(distance: np.ndarray) -> list[np.ndarray]:
-    """Seed with the best-connected free member, add free members closest first while every pair stays linked."""
-    linked = distance < 1
-    np.fill_diagonal(linked, False)
-    free = np.ones(len(distance), dtype=bool)
-    clusters = []
-    for seed in np.argsort(-linked.sum(axis=1), kind="stable"):
-        if not free[seed]:
-            continue
-        members = [seed]
-        ok = linked[seed] & free
-        for other in np.argsort(distance[seed], kind="stable"):
-            if ok[other]:
-                members.append(other)
-                ok &= linked[other]
-        free[members] = False
-        if len(members) > 1:
-            clusters.append(np.asarray(sorted(members)))
-    return clusters
 
 
 def keeper(pixels: np.ndarray, sizes: np.ndarray, mtimes: np.ndarray, ids: np.ndarray) -> int:

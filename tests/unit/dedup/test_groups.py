@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from imagerec.dedup.groups import (DuplicateSettings, alike, bottleneck_level, closeness_distance, complete_link, keeper,
-                                   linked_pieces, relation_levels, _greedy_cliques)
+                                   linked_pieces, relation_levels)
 
 S = DuplicateSettings()
 
@@ -43,8 +43,6 @@ def test_complete_link_never_joins_the_ends_of_a_chain():
     clusters = [set(c.tolist()) for c in complete_link(distance)]
     assert {0, 3} not in clusters and not any({0, 2} <= c or {1, 3} <= c for c in clusters)
     assert clusters == [{0, 1}, {2, 3}]
-    greedy = [set(c.tolist()) for c in _greedy_cliques(distance)]
-    assert not any({0, 2} <= c or {1, 3} <= c for c in greedy)
 
 
 def test_a_family_where_every_pair_is_alike_stays_one_group():
