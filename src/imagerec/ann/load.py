@@ -18,7 +18,7 @@ from typing import Any
 from imagerec.ann.base import REBUILD, AnnIndex, AnnIndexError, AnnSettings
 from imagerec.ann.files import file_problem, legacy_present
 from imagerec.ann.manifest import AnnMetadata, check_metadata, read_manifest
-from imagerec.ann.registry import backend
+from imagerec.ann.registry import backend, kinds
 from imagerec.config import Config
 from imagerec.layout import Layout
 
@@ -41,6 +41,8 @@ def open_index(layout: Layout, settings: AnnSettings, *, model_id: str | None, d
     for attempt in (1, 2):
         meta = read_manifest(layout)
         chosen = settings.for_kind(meta.kind) if settings.kind == "auto" else settings  # auto: what build-ann chose
+        if chosen.kind not in kinds():
+            raise AnnIndexError(f"{layout.ann_manifest}: index is of kind {meta.kind!r}, which this imagerec cannot read; {REBUILD}")
         cls = backend(chosen.kind)
         check_metadata(meta, model_id=model_id, dim=dim, kind=cls.kind, library=cls.library, metric=cls.metric,
                        where=layout.ann_manifest)
