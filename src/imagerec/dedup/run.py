@@ -1,6 +1,6 @@
 """``find_duplicates``: every group of duplicate images in an indexed collection, in one pass over the store.
 
-1. Read the catalog (id, dHash, size, mtime, width, height: ~40 bytes per image) in pages.
+1. Read the catalog (id, dHash, size, mtime, width, height: ~40 bytes per image) in pages (``catalog``).
 2. Candidate pairs, never all pairs: dHash pairs within the hash radius by multi-index hashing
    (``hashpairs``), plus each image's nearest embedding neighbours (ANN index, or exact search for a
    small collection) for edits that move the dHash further (crops, rotations) and for the similar tier.
@@ -22,43 +22,24 @@ import numpy as np
 
 from imagerec.config import Config
 from imagerec.dedup.assemble import Grouper
+from imagerec.dedup.catalog import Catalog
 from imagerec.dedup.groups import DuplicateSettings, relation_levels
 from imagerec.dedup.hashpairs import hash_pairs
 from imagerec.dedup.report import DuplicateReport
 from imagerec.dedup.vectors import EXACT_MAX, Vectors
 from imagerec.progress import ProgressCallback, report as report_progress
-from imagerec.search.similarity import bhattacharyya_coefficient
 from imagerec.store import Store
-from imagerec.vectors import from_blob
 
 #: With embeddings, dHash candidates are searched up to this radius (radius 4: ~3 s at 550k here, 6: 10 s, 8: 18 s):
 #: pairs further apart in dHash but related are found as embedding neighbours (same quality, docs/benchmarks.md §11).
 HASH_RADIUS_WITH_EMBEDDINGS = 4
-_CATALOG = "SELECT id, dhash, size, mtime_ns, width, height FROM images WHERE id > ? ORDER BY id LIMIT ?"
-
-
-class _Catalog:
-    """Per-image facts as arrays in id order."""
-
-    def __init__(self, store: Store, page: int = 50_000):
-        parts, last = [], 0
-        while rows := store.read(_CATALOG, (last, page)):
-            parts.append(np.asarray(rows, dtype=np.int64))
-            last = rows[-1][0]
-        table = np.concatenate(parts) if parts else np.zeros((0, 6), dtype=np.int64)
-        self.ids, self.dhash, self.size, self.mtime_ns, self.width, self.height = table.T.copy()
-
-    def rows_of(self, ids: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.ids, ids)
-
-
 def find_duplicates(config: Config, settings: DuplicateSettings | None = None, *,
                     progress: ProgressCallback | None = None) -> DuplicateReport:
     """Groups of duplicates in ``config``'s collection (read-only; see the module docstring)."""
     settings = settings or DuplicateSettings.from_config(config)
     timings, notices, started = {}, [], time.perf_counter()
     with Store(config.output.layout.db, readonly=True) as store:
-        catalog = _Catalog(store)
+        catalog = Catalog(store)
         timings["catalog_s"] = time.perf_counter() - started
         vectors = _vectors(config, store, len(catalog.ids), settings, notices)
         timings["vectors_s"] = time.perf_counter() - started - timings["catalog_s"]
@@ -66,14 +47,11 @@ def find_duplicates(config: Config, settings: DuplicateSettings | None = None, *
         a, b = _candidates(catalog, vectors, radius, settings, progress, timings)
         if vectors is not None and not vectors.complete:
             vectors = _store_vectors(store, np.unique(np.concatenate([a, b])))
-        color = _pair_colors(store, a, b) if vectors is None and settings.level >= 1 else None
-        cosine = vectors.cosine(a, b) if vectors is not None else np.full(len(a), np.nan, np.float32)
-        hamming = np.bitwise_count((catalog.dhash[catalog.rows_of(a)] ^ catalog.dhash[catalog.rows_of(b)]).view(np.uint64))
-        same_file = _same_size(catalog, a, b) & (hamming == 0)
-        levels = relation_levels(settings, hamming, cosine, color, same_file)  # identical bytes checked per group
+        hamming, cosine, color, maybe_identical = catalog.evidence(vectors, a, b, with_color=settings.level >= 1)
+        levels = relation_levels(settings, hamming, cosine, color, maybe_identical)  # bytes are compared per group
         keep = levels <= settings.level
         t0 = time.perf_counter()
-        groups = Grouper(config, store, catalog, vectors, settings, notices).groups(a[keep], b[keep], progress)
+        groups = Grouper(config.data.image_root, catalog, vectors, settings, notices).groups(a[keep], b[keep], progress)
         timings["grouping_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     params = {**asdict(settings), "hash_radius": radius, "embeddings": vectors is not None}
@@ -128,7 +106,7 @@ def _store_vectors(store: Store, ids: np.ndarray) -> Vectors:
     return Vectors(np.concatenate(found), np.concatenate(rows))
 
 
-def _candidates(catalog: _Catalog, vectors: Vectors | None, radius: int, settings: DuplicateSettings,
+def _candidates(catalog: Catalog, vectors: Vectors | None, radius: int, settings: DuplicateSettings,
                 progress: ProgressCallback | None, timings: dict) -> tuple[np.ndarray, np.ndarray]:
     """Unique candidate pairs (a < b, as image ids) from dHash bands and embedding neighbours."""
     t0 = time.perf_counter()
@@ -147,31 +125,3 @@ def _candidates(catalog: _Catalog, vectors: Vectors | None, radius: int, setting
     span = int(catalog.ids.max()) + 1 if len(catalog.ids) else 1
     key = np.unique(a.astype(np.int64) * span + b)
     return key // span, key % span
-
-
-def _same_size(catalog: _Catalog, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ra, rb = catalog.rows_of(a), catalog.rows_of(b)
-    return ((catalog.size[ra] == catalog.size[rb]) & (catalog.width[ra] == catalog.width[rb])
-            & (catalog.height[ra] == catalog.height[rb]))
-
-
-def _pair_colors(store: Store, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bhattacharyya coefficient of each pair's colour histograms (read for the images in pairs only)."""
-    ids = np.unique(np.concatenate([a, b]))
-    hist = _histograms(store, ids)
-    ra, rb = np.searchsorted(ids, a), np.searchsorted(ids, b)
-    out = np.empty(len(a), np.float32)
-    for s in range(0, len(a), 16_384):
-        out[s:s + 16_384] = bhattacharyya_coefficient(hist[ra[s:s + 16_384]], hist[rb[s:s + 16_384]])
-    return out
-
-
-def _histograms(store: Store, ids: np.ndarray) -> np.ndarray:
-    """Histograms of the sorted ``ids``, one row each."""
-    rows: dict[int, np.ndarray] = {}
-    for start in range(0, len(ids), 900):
-        chunk = ids[start:start + 900].tolist()
-        marks = ",".join("?" * len(chunk))
-        for image_id, blob in store.read(f"SELECT id, histogram FROM images WHERE id IN ({marks})", chunk):
-            rows[image_id] = from_blob(blob)
-    return np.stack([rows[i] for i in ids.tolist()]) if len(ids) else np.zeros((0, 1), np.float32)
