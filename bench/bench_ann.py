@@ -67,10 +67,11 @@ def make_store(src: Path, n: int, dest: Path, noise: float, seed: int) -> tuple[
                 return cfg, int(store.get_meta("bench_real_rows") or 0)
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    shutil.copy(src / "embedding_model.pt", dest / "embedding_model.pt")
+    if (src / "embedding_model.pt").exists():  # a trained model; without one the store holds the pretrained default's
+        shutil.copy(src / "embedding_model.pt", dest / "embedding_model.pt")
     (dest / "images").mkdir()
     with Store(src / "images.db", readonly=True) as s:
-        model_id = s.model_id
+        model_id, model_init = s.model_id, s.get_meta("model_init")
         real = [rows for rows in s.iter_features(model_id)]
     ids = np.concatenate([r.ids for r in real])
     emb = np.concatenate([r.embeddings for r in real])
@@ -83,7 +84,7 @@ def make_store(src: Path, n: int, dest: Path, noise: float, seed: int) -> tuple[
     log(f"synthetic noise σ = {sigma:.5f} per dimension ({noise} × the real per-dimension std)")
     t0 = time.perf_counter()
     with Store(dest / "images.db") as store:
-        store.set_model_id(model_id)
+        store.set_model_id(model_id, model_init)
         store.set_meta("bench_real_rows", str(min(n, len(ids))))
         for start in range(0, n, 5000):
             count = min(5000, n - start)
@@ -104,9 +105,14 @@ def make_store(src: Path, n: int, dest: Path, noise: float, seed: int) -> tuple[
             if (start // 5000) % 20 == 0:
                 log(f"  wrote {start + count}/{n} rows")
     log(f"store with {n} rows written in {time.perf_counter() - t0:.1f} s")
-    cfg.write_text(yaml.safe_dump({"data": {"image_root": str(dest / "images")}, "output": {"dir": str(dest)},
-                                   "runtime": {"threads": 2}, "ann": {"threads": 2}}))
+    write_config(cfg, dest, {})
     return cfg, min(n, len(ids))
+
+
+def write_config(cfg: Path, dest: Path, hnsw: dict[str, int]) -> None:
+    """The benchmark collection's config: 2 threads, ``ann.kind: hnsw`` with the given parameters (else the defaults)."""
+    cfg.write_text(yaml.safe_dump({"data": {"image_root": str(dest / "images")}, "output": {"dir": str(dest)},
+                                   "runtime": {"threads": 2}, "ann": {"threads": 2, "kind": "hnsw", "hnsw": hnsw}}))
 
 
 def build(cfg: Path) -> tuple[float, float]:
@@ -131,6 +137,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--noise", type=float, default=1.0,
                     help="Noise of synthetic rows per dimension, in units of the real embeddings' per-dimension std "
                          "(1.0: a synthetic row is about as close to its source as a real image's nearest neighbour).")
+    ap.add_argument("--M", type=int, help="ann.hnsw.M for this run (default: the config default).")
+    ap.add_argument("--ef-construction", type=int, help="ann.hnsw.ef_construction for this run (default: the config default).")
+    ap.add_argument("--ef-sweep", default="64,128,256,512,1024",
+                    help="ef_search values at which recall@10 is also reported (comma-separated; '' for none).")
+    ap.add_argument("--reuse-index", action="store_true", help="Measure the ANN index already built for this store.")
     ap.add_argument("--compare", action="store_true", help="Also compare hnswlib 0.8.0 and FAISS IndexHNSWFlat on the same vectors.")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
@@ -147,13 +158,19 @@ def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, floa
     from imagerec.ann import read_manifest
     from imagerec.config import load_config
     from imagerec.search.fusion import score_candidates
-    from imagerec.search.recommender import Recommender, SearchSettings
+    from imagerec.search.recommender import Recommender
     from imagerec.store import Store
 
     cfg_path, real_rows = make_store(src, args.n, dest, args.noise, args.seed)
+    hnsw = {k: v for k, v in (("M", args.M), ("ef_construction", args.ef_construction)) if v is not None}
+    write_config(cfg_path, dest, hnsw)
     config = load_config(cfg_path)
-    log("building the ANN index (imagerec build-ann)")
-    build_s, build_rss = build(cfg_path)
+    if args.reuse_index:
+        build_s = build_rss = float("nan")
+        log("reusing the ANN index already built")
+    else:
+        log("building the ANN index (imagerec build-ann)")
+        build_s, build_rss = build(cfg_path)
     size_mb = read_manifest(config.output.layout).size_bytes / 1e6
     rng = np.random.default_rng(args.seed + 1)
 
@@ -172,11 +189,16 @@ def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, floa
     sims = np.concatenate([qv @ (r.embeddings / np.linalg.norm(r.embeddings, axis=1, keepdims=True)).T for r in all_rows], axis=1)
     truth = ids[np.argsort(-sims, axis=1)[:, :10]]
     del sims
-    _, found = rec.ann.search(qv, 10)
-    recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+    def recall_at(ef_search: int | None) -> float:
+        _, found = rec.ann.search(qv, 10, ef_search=ef_search)
+        return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+
+    recall = recall_at(None)
+    sweep = {ef: recall_at(ef) for ef in (int(v) for v in args.ef_sweep.split(",") if v.strip())}
+    log(f"recall@10 {recall:.4f} at the default ef_search; sweep {sweep}")
 
     log("query --id latency (candidates + re-rank, features from SQLite)")
-    weights = SearchSettings.from_config(config).weights
+    weights = rec.weights
     lat, ann_s, fetch_s, rerank_s, top_ann = [], [], [], [], {}
     for qid in query_ids:
         t0 = time.perf_counter()
@@ -219,7 +241,7 @@ def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, floa
 
     p50, p95, b50 = pct(lat, 50), pct(lat, 95), pct(brute, 50)
     out = []
-    out.append(f"\n## ANN + query benchmark, N = {args.n:,} (dim 512; {real_rows:,} real Caltech-101 embeddings + "
+    out.append(f"\n## ANN + query benchmark, N = {args.n:,} (dim {qv.shape[1]}; {real_rows:,} real Caltech-101 embeddings + "
           f"{args.n - real_rows:,} synthetic near them, noise {args.noise}× per-dim std)\n")
     out.append(f"FAISS IndexHNSWFlat M={config.ann.hnsw.M}, ef_construction={config.ann.hnsw.ef_construction}, "
           f"ef_search={config.ann.hnsw.ef_search}; candidates = max({config.query.candidates}, {config.query.candidates_per_k}·k); "
@@ -230,6 +252,8 @@ def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, floa
     out.append(f"| index file | {size_mb:.0f} MB | |")
     out.append(f"| index load (checks + read) | {load_s * 1000:.0f} ms | |")
     out.append(f"| recall@10 vs exact, ef_search={config.ann.hnsw.ef_search}, {len(query_ids)} queries | {recall:.4f} | ≥ 0.99 |")
+    for ef, value in sweep.items():
+        out.append(f"|   recall@10 at ef_search={ef} | {value:.4f} | |")
     out.append(f"| query --id p50 / p95 (k=10) | {p50:.2f} / {p95:.2f} ms | p50 ≤ 10 ms |")
     out.append(f"|   of which ANN search / SQLite fetch / re-rank (p50) | {pct(ann_s, 50):.2f} / {pct(fetch_s, 50):.2f} / {pct(rerank_s, 50):.2f} ms | |")
     out.append(f"| exact brute-force fusion of all rows, p50 ({len(brute)} queries) | {b50:.1f} ms | |")
@@ -244,7 +268,7 @@ def run(src: Path, dest: Path, args: argparse.Namespace) -> tuple[dict[str, floa
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         compare_libraries(vectors, qv, ids, truth, config.ann.hnsw.M, config.ann.hnsw.ef_construction)
 
-    figures = {"recall@10": recall, "query_p50_ms": p50, "brute_p50_ms": b50, "speedup": b50 / p50,
+    figures = {"recall@10": recall, "recall_sweep": sweep, "query_p50_ms": p50, "brute_p50_ms": b50, "speedup": b50 / p50,
                "external_p50_ms": pct(ext, 50), "build_s": build_s, "build_rss_mib": build_rss, "index_mb": size_mb,
                "fused_overlap": float(np.mean(fused_recall))}
     return figures, "\n".join(out)

@@ -143,8 +143,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
-    args = parse_args()
-    _, text = run(args)
+    report_main(parse_args, run)
+
+
+def report_main(parse, run_fn) -> None:
+    """A bench script's main: parse the command line, run, print the markdown report (and write it to --out)."""
+    args = parse()
+    _, text = run_fn(args)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

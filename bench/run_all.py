@@ -4,6 +4,8 @@ Stages (each is the bench script's own ``run()``, called with the arguments belo
 
 1. index (bench_index.py): index without embeddings vs bare open+draft+convert; index with embeddings
    vs the model alone on pre-decoded inputs;
+1b. photo-size index (bench_photos.py): the shared 8-24 MP photos replicated per format (JPEG, PNG, WebP, a mix);
+   index vs the bare decoder loop, with the default embedder vs the shared-cores bound, Pillow-only vs default decoder;
 2. training (bench_train.py): the real SimCLR loop vs the raw step ceiling;
 3. ANN + query (bench_ann.py): the collection indexed in stage 1 padded with synthetic rows to N;
    recall@10 vs exact search, query --id latency vs exact brute-force fusion, external query latency.
@@ -34,9 +36,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_ann  # noqa: E402
 import bench_index  # noqa: E402
+import bench_photos  # noqa: E402
 import bench_train  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
+
+#: bench_photos.py args per size
+PHOTO_PRESETS = {
+    "quick": ["--per-format", "8", "--formats", "mixed", "--sizes", "224", "--repeat", "1", "--no-rss"],
+    "default": ["--per-format", "40", "--sizes", "224", "--repeat", "1"],
+    "full": ["--per-format", "100", "--splits", "2:2:idle,2:2:normal,1:2:normal,2:1:normal"],
+}
 
 #: (index args, train args, ANN args) per size
 PRESETS = {
@@ -58,9 +68,10 @@ def main() -> None:
     size.add_argument("--quick", action="store_true", help="Smallest run (smoke test of the whole report).")
     size.add_argument("--full", action="store_true", help="Full-size runs: all Caltech-101 photos, 550k ANN rows.")
     ap.add_argument("--index-args", default="", help="Extra arguments for bench_index.py (override the preset).")
+    ap.add_argument("--photo-args", default="", help="Extra arguments for bench_photos.py.")
     ap.add_argument("--train-args", default="", help="Extra arguments for bench_train.py.")
     ap.add_argument("--ann-args", default="", help="Extra arguments for bench_ann.py.")
-    ap.add_argument("--skip", action="append", default=[], choices=["index", "train", "ann"], help="Leave a stage out.")
+    ap.add_argument("--skip", action="append", default=[], choices=["index", "photos", "train", "ann"], help="Leave a stage out.")
     ap.add_argument("--out", type=Path, default=OUT / "report.md")
     args = ap.parse_args()
     preset = "quick" if args.quick else "full" if args.full else "default"
@@ -79,6 +90,13 @@ def main() -> None:
             sections.append(_section("index", text, time.perf_counter() - t0))
             summary += [("index", "index, no embeddings", fig["index_plain"], "bare open+draft+convert", fig["bare_decode"], "images/s"),
                         ("index", "index with embeddings", fig["index_embedded"], "model alone on decoded inputs", fig["model_only"], "images/s")]
+        if "photos" not in args.skip:
+            _log("photo-size index benchmark")
+            t0 = time.perf_counter()
+            fig, text = bench_photos.run(bench_photos.parse_args(PHOTO_PRESETS[preset] + shlex.split(args.photo_args)))
+            sections.append(_section("photo-size index", text, time.perf_counter() - t0))
+            summary.append(("photos", "index, no embeddings (mixed formats)", fig["photo_index_plain"],
+                            "fastest bare decoder loop", fig["photo_bare"], "images/s"))
         if "train" not in args.skip:
             _log("training benchmark")
             t0 = time.perf_counter()

@@ -38,6 +38,14 @@ class Collection(Closing):
         self.reopen()
         return summary
 
+    def ingest(self, paths: Sequence[str | os.PathLike], *, progress: ProgressCallback | None = None):
+        """Upsert the Parquet shards in ``paths`` (see ``imagerec.indexing.distributed.ingest``); returns the summary."""
+        from imagerec.indexing.distributed.ingest import ingest_shards
+
+        summary = ingest_shards(self.config, [Path(p) for p in paths], progress=progress)
+        self.reopen()
+        return summary
+
     def status(self):
         """What the collection holds (``CollectionStatus``)."""
         from imagerec.tools.status import collection_status

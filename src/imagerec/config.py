@@ -56,10 +56,25 @@ class RuntimeConfig(_Section):
     )
 
 
+class RayConfig(_Section):
+    """``index.executor: ray``: where the Ray cluster is and how decode and embedding use it (``imagerec[ray]``)."""
+
+    address: str | None = Field(default=None, description="null: start a local Ray instance; 'auto': the running cluster; 'ray://host:10001'.")
+    embed_actors: int | None = Field(default=None, ge=1, description="Embedding actors; null = one per GPU of the cluster, else 1.")
+    actor_cpus: float = Field(default=0.5, gt=0.0, le=64.0, description="CPUs reserved per CPU embedding actor (0.5 keeps a 2-core instance moving).")
+    decode_cpus: float = Field(default=1.0, gt=0.0, le=64.0, description="CPUs reserved per decode task.")
+    chunk_rows: int = Field(default=50_000, ge=1, le=10_000_000, description="Files per manifest file (written as the scan streams; decode tasks take 1,024-row groups of it).")
+    keep_shards: bool = Field(default=False, description="Keep the Parquet shards after they are ingested (else deleted).")
+
+
 class IndexConfig(_Section):
+    executor: Literal["local", "ray"] = Field(default="local", description="local: worker processes here; ray: a Ray cluster (imagerec[ray]).")
+    ray: RayConfig = RayConfig()
     workers: int | None = Field(default=None, ge=1, description="Decode processes; default = CPU count.")
     batch_size: int = Field(default=64, ge=1, le=4096, description="Images per model batch and per transaction.")
     max_image_pixels: int = Field(default=178_956_970, ge=1, description="Larger images are refused as bombs.")
+    decoder: Literal["auto", "pillow"] = Field(
+        default="auto", description="auto: PNG and WebP through libvips (pyvips) at a reduced size, else Pillow; pillow: Pillow only.")
     formats: tuple[str, ...] = Field(default=DEFAULT_FORMATS, min_length=1)
     follow_symlinks: bool = False
     max_removal_fraction: float = Field(
@@ -98,6 +113,8 @@ class HnswConfig(_Section):
     M: int = Field(default=16, ge=4, le=128, description="Graph degree; more = better recall, more memory.")
     ef_construction: int = Field(default=200, ge=8, le=4096, description="Build-time beam width.")
     ef_search: int = Field(default=256, ge=8, le=8192, description="Query-time beam width (raised to the candidate count).")
+    fill_level0: bool = Field(default=True, description="Fill each level-0 neighbour list up to 2M with links the "
+                              "heuristic pruned: keeps members of tight groups reachable (recall at 550k).")
 
 
 class IvfPqConfig(_Section):

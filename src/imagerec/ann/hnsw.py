@@ -121,6 +121,7 @@ class HnswBackend:
         self.M = int(params.get("M", 16))
         self.ef_construction = int(params.get("ef_construction", 200))
         self.ef_search = int(params.get("ef_search", 256))
+        self.fill_level0 = bool(params.get("fill_level0", True))
         self.threads = _threads(settings.threads)
         self._index = None
 
@@ -128,7 +129,8 @@ class HnswBackend:
         return _faiss().__version__
 
     def build_params(self) -> dict[str, Any]:
-        return {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search, "threads": self.threads}
+        return {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search,
+                "fill_level0": self.fill_level0, "threads": self.threads}
 
     def training_size(self, total: int) -> int:
         return 0
@@ -143,6 +145,9 @@ class HnswBackend:
             hnsw = faiss.IndexHNSWFlat(int(vectors.shape[1]), self.M, faiss.METRIC_INNER_PRODUCT)
             hnsw.hnsw.efConstruction = self.ef_construction
             hnsw.hnsw.efSearch = self.ef_search
+            # The neighbour heuristic keeps few links inside a tight group (burst shots, edited copies): filling the
+            # level-0 list up to 2M with the links it pruned keeps every member reachable (docs/benchmarks.md §5).
+            hnsw.keep_max_size_level0 = self.fill_level0
             self._index = faiss.IndexIDMap(hnsw)
         with _omp_threads(self.threads):
             self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))

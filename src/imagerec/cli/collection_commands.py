@@ -23,16 +23,21 @@ from imagerec.embed.choice import ModelChoice
                                           "(index.max_removal_fraction would otherwise keep them).")
 @click.option("--retry-skipped", is_flag=True, help="Try every file recorded as skipped again (they are retried on their "
                                                   "own when index.formats or index.max_image_pixels change).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where decoding and embedding run (index.executor): "
+                                                                      "worker processes here, or a Ray cluster (imagerec[ray]).")
+@click.option("--ray-address", metavar="ADDRESS", help="Ray cluster for --executor ray (index.ray.address): auto, "
+                                                       "ray://host:10001; default: start a local Ray instance.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 @handle_errors
 @acknowledge_interrupt("stopping: finishing the current batch… (finished work is kept)")
-def index(ctx, image_root, workers, batch_size, device, threads, prune, retry_skipped, quiet) -> None:
+def index(ctx, image_root, workers, batch_size, device, threads, prune, retry_skipped, executor, ray_address, quiet) -> None:
     """Scan data.image_root and store histograms, hashes and embeddings in images.db.
 
     Re-running only does what changed: new and modified files are (re)computed, deleted files are
     removed, a new model recomputes only embeddings. Broken files are skipped and recorded with a reason.
     One index runs at a time per output.dir: a second one exits at once naming the first one's pid.
+    With --executor ray, a re-run after a failed or killed job computes only the files that have no shard yet.
     """
     from imagerec.indexing.run import index_collection
     from imagerec.indexing.summary import format_summary
@@ -41,6 +46,7 @@ def index(ctx, image_root, workers, batch_size, device, threads, prune, retry_sk
         "data.image_root": image_root.resolve() if image_root else None,
         "index.workers": workers, "index.batch_size": batch_size,
         "runtime.device": device, "runtime.threads": threads,
+        "index.executor": executor, "index.ray.address": ray_address,
     })
     choice = ModelChoice.from_config(config)
     if choice.pretrained and not quiet:
@@ -178,3 +184,26 @@ def build_ann_command(ctx, threads) -> None:
     params = " ".join(f"{k}={v}" for k, v in m.params.items() if k != "threads")
     click.echo(f"built {summary.path}: {m.count} images, dim {m.dim}, model {m.model_id}, {m.kind} {params}, "
                f"{m.size_bytes / 1e6:.1f} MB in {summary.elapsed_s:.1f} s")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+@handle_errors
+@acknowledge_interrupt("stopping: finishing the current batch… (finished work is kept)")
+def ingest(ctx, paths, quiet) -> None:
+    """Upsert Parquet shards (files, or folders of .parquet files) made by 'index --executor ray' into images.db.
+
+    Every shard is checked before the first row is written; rows are written one transaction per
+    batch, so ingesting again after an interruption (or twice) is harmless.
+    """
+    from imagerec.collection import Collection
+    from imagerec.indexing.summary import format_summary
+
+    with progress_bar("img", enabled=not quiet) as bar, Collection(command_config(ctx)) as collection:
+        summary = collection.ingest(paths, progress=bar)
+    click.echo(format_summary(summary))
+    if summary.interrupted:
+        click.secho("interrupted: finished batches are committed; run 'ingest' again to finish.", err=True, fg="yellow")
+        sys.exit(130)

@@ -34,4 +34,6 @@ def decoder_versions() -> str:
         heif = pillow_heif.__version__
     except ImportError:
         heif = "none"
-    return f"pillow-{PIL.__version__}+heif-{heif}"
+    from imagerec.data.fastdecode import vips_version
+
+    return f"pillow-{PIL.__version__}+heif-{heif}+vips-{vips_version()}"

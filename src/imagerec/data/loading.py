@@ -3,13 +3,16 @@
 Only formats on the allow-list reach a decoder; the pixel limit is enforced before decoding
 (Pillow's ``DecompressionBombWarning`` is an error here); truncated files are refused rather than
 padded (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set); JPEGs are decoded in the DCT domain at
-the smallest scale that still covers ``min_side``; EXIF orientation is applied; transparency is
-composited on white and 16-bit data is scaled, not clipped.
+the smallest scale that still covers ``min_side``, PNG and WebP by libvips at a reduced size where
+``pyvips`` is installed (``fastdecode``), other formats box-reduced right after decoding; EXIF
+orientation is applied; transparency is composited on white and 16-bit data is scaled, not clipped.
+A file up to ``MAX_READ_BYTES`` is read in one go and decoded from memory.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import threading
@@ -21,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
+from imagerec.data import fastdecode
 from imagerec.data.formats import decoder_versions, register_plugins
 from imagerec.errors import ImageLoadError
 
@@ -41,6 +45,12 @@ TRUNCATED = "truncated"
 CORRUPT = "corrupt"
 PATH_TOO_LONG = "path_too_long"
 
+#: Larger files are decoded from the file (Pillow) instead of being read into memory first.
+MAX_READ_BYTES = 64 * 2**20
+_ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                 8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the transpose that displays it (as exif_transpose)
+
 
 @dataclass(frozen=True, slots=True)
 class LoadSettings:
@@ -50,22 +60,23 @@ class LoadSettings:
     max_pixels: int
     min_side: int
     follow_symlinks: bool = True  # False: a path that is a symlink when opened is refused (O_NOFOLLOW)
+    decoder: str = "auto"  # auto: libvips for PNG/WebP when pyvips is installed; pillow: Pillow only
 
     @classmethod
     def from_config(cls, index: "IndexConfig", min_side: int) -> "LoadSettings":
-        """The allow-list, pixel limit and symlink rule of ``config.index``, decoding to at least ``min_side``."""
-        return cls(index.formats, index.max_image_pixels, min_side, index.follow_symlinks)
+        """The allow-list, pixel limit, symlink rule and decoder of ``config.index``, decoding to at least ``min_side``."""
+        return cls(index.formats, index.max_image_pixels, min_side, index.follow_symlinks, index.decoder)
 
     @property
     def skip_key(self) -> str:
         """What a skip decision depended on: a file skipped under another key is tried again."""
         return (f"formats={','.join(sorted(self.formats))};max_pixels={self.max_pixels};"
-                f"symlinks={int(self.follow_symlinks)};decoders={decoder_versions()}")
+                f"symlinks={int(self.follow_symlinks)};decoders={decoder_versions()};decoder={self.decoder}")
 
 
 @dataclass(slots=True)
 class LoadedImage:
-    image: Image.Image  # RGB, possibly reduced by draft(); orientation applied
+    image: Image.Image  # RGB, possibly reduced (never below min_side); orientation applied
     width: int  # original size, after EXIF orientation
     height: int
     format: str
@@ -98,13 +109,25 @@ def load_image(path: str | bytes | os.PathLike, settings: LoadSettings, format_h
         os.close(fd)
         raise
     with os.fdopen(fd, "rb") as fp:
-        return _decode(fp, settings)
+        data = _read_whole(fp, st.st_size)
+        return _decode(fp if data is None else io.BytesIO(data), settings, data)
 
 
-def _decode(fp, settings: LoadSettings) -> LoadedImage:
+def _read_whole(fp, size: int) -> bytes | None:
+    """The file's bytes in one read (Pillow alone issues dozens of small reads per file); None above the cap."""
+    if size > MAX_READ_BYTES:
+        return None
+    data = fp.read(MAX_READ_BYTES + 1)
+    if len(data) > MAX_READ_BYTES:  # grew since fstat
+        fp.seek(0)
+        return None
+    return data
+
+
+def _decode(fp, settings: LoadSettings, data: bytes | None = None) -> LoadedImage:
     register_plugins()  # every plugin, so the allow-list names resolve (idempotent)
     with _PILLOW_LIMIT.applied(settings.max_pixels):
-        return _decode_with_limit(fp, settings)
+        return _decode_with_limit(fp, settings, data)
 
 
 class _PillowPixelLimit:
@@ -143,7 +166,7 @@ class _PillowPixelLimit:
 _PILLOW_LIMIT = _PillowPixelLimit()
 
 
-def _decode_with_limit(fp, settings: LoadSettings) -> LoadedImage:
+def _decode_with_limit(fp, settings: LoadSettings, data: bytes | None) -> LoadedImage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": the image itself may be fine
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -160,11 +183,8 @@ def _decode_with_limit(fp, settings: LoadSettings) -> LoadedImage:
             if img.width * img.height > settings.max_pixels:  # formats that skip Pillow's own check
                 raise ImageLoadError(DECOMPRESSION_BOMB, f"{img.width}x{img.height} pixels: {_bomb_message(settings.max_pixels)}")
             full_size = img.size
-            if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
-                img.draft(img.mode, (settings.min_side, settings.min_side))
-            img.load()
-            oriented, turned = _apply_orientation(img)
-            rgb = _to_rgb(oriented)
+            rgb, orientation = _pixels(img, settings, data)
+            turned = orientation in (5, 6, 7, 8)
             width, height = (full_size[1], full_size[0]) if turned else full_size
         except ImageLoadError:
             raise
@@ -193,18 +213,54 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def _apply_orientation(img: Image.Image) -> tuple[Image.Image, bool]:
-    """The image as displayed, and whether EXIF orientation turned it by 90° (so the full size swaps).
+def _pixels(img: Image.Image, settings: LoadSettings, data: bytes | None) -> tuple[Image.Image, int]:
+    """The header-checked ``img`` decoded to RGB, displayed upright, never below ``min_side``; and its EXIF orientation.
 
     The turn is read from the tag, not from the shapes: draft() can decode a near-square JPEG square.
     """
+    fast = None
+    if data is not None and settings.decoder == "auto" and fastdecode.handles(img):
+        fast = fastdecode.decode(data, img.format, img.size, settings.min_side)
+    if fast is not None:
+        rgb, late_orientation = fast  # libvips also reads an eXIf chunk after the pixels, as Pillow's load() does
+        orientation = _orientation(img, header_only=True)
+        orientation = late_orientation if orientation == 1 and late_orientation in _ORIENTATIONS else orientation
+    else:
+        if img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
+            img.draft(img.mode, (settings.min_side, settings.min_side))
+        img.load()
+        orientation = _orientation(img)  # before any reduce: a reduced copy has no EXIF
+        rgb = _small_rgb(img, settings.min_side)
+    transpose = _ORIENTATIONS.get(orientation)
+    return (rgb if transpose is None else rgb.transpose(transpose)), orientation
+
+
+def _orientation(img: Image.Image, header_only: bool = False) -> int:
+    """The EXIF orientation tag (1..8; 1 when absent or unreadable: a broken EXIF block must not cost the image).
+
+    ``header_only``: from what Pillow read on open (EXIF, ImageMagick's text chunk, XMP), without the PNG
+    plugin's load() of the pixels.
+    """
     try:
-        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)  # the value exif_transpose uses
-        if orientation not in (2, 3, 4, 5, 6, 7, 8):
-            return img, False  # exif_transpose would return a copy: a whole-image copy per file for nothing
-        return ImageOps.exif_transpose(img), orientation in (5, 6, 7, 8)
-    except Exception:  # a broken EXIF block must not cost the image; keep it unrotated
-        return img, False
+        exif = Image.Image.getexif(img) if header_only else img.getexif()
+        orientation = exif.get(ExifTags.Base.Orientation, 1)  # the value exif_transpose uses
+        return orientation if orientation in _ORIENTATIONS else 1
+    except Exception:  # a malformed tag value (even an unhashable one) included
+        return 1
+
+
+def _small_rgb(img: Image.Image, min_side: int) -> Image.Image:
+    """RGB, a full-size decode box-reduced by the largest integer factor keeping both sides >= ``min_side``.
+
+    Everything after decoding (rotation, features) then works on the small image. JPEGs stay as draft()
+    decoded them; modes that ``reduce`` lacks or that are composited first are reduced after conversion.
+    """
+    factor = min(img.size) // max(1, min_side)
+    if factor < 2 or img.format == "JPEG":
+        return _to_rgb(img)
+    if img.mode in ("RGB", "L") and "transparency" not in img.info:
+        return _to_rgb(img.reduce(factor))
+    return _to_rgb(img).reduce(factor)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -34,7 +34,7 @@ from imagerec.store import Store
 from imagerec.store.lock import writer_lock
 
 __all__ = ["IndexSettings", "IndexSummary", "index_collection", "index_settings", "load_index_embedder", "local_executor",
-           "make_sink", "run_index"]
+           "make_sink", "plan_work", "remove_gone", "run_index"]
 
 JOB_SIZE = 32  # images per worker job (fewer, larger jobs: less IPC per image)
 
@@ -112,7 +112,8 @@ def index_collection(
 
     ``progress`` receives ``ProgressEvent("index", done, total, {"skipped": n})`` as images finish.
     ``embedder`` overrides the model loaded from ``config.output.layout.model`` (tests, benchmarks);
-    ``executor`` overrides the local process pool of ``index.workers`` processes.
+    ``executor`` overrides the local process pool of ``index.workers`` processes; without one,
+    ``index.executor: ray`` decodes and embeds on a Ray cluster (``indexing.distributed``).
     Ctrl-C stops after committing finished work; the summary then has ``interrupted=True``.
     Rows of files that are gone are removed unless that would be more than ``index.max_removal_fraction``
     of the collection (or all of it): then they are kept (``removal_held``) unless ``prune`` is True.
@@ -122,13 +123,23 @@ def index_collection(
     root = Path(config.data.image_root)
     if not root.is_dir():
         raise ImagerecError(f"data.image_root: {root} is not a folder; fix it in {config.source or 'the config'}")
+    distributed = executor is None and config.index.executor == "ray"
+    if distributed:
+        from imagerec.indexing.distributed import require_ray
+
+        require_ray()  # before the lock and the model: a missing extra is one line at once
     with writer_lock(config.output.layout.index_lock):  # first: a second writer learns it at once
         if embedder is None:
             embedder = load_index_embedder(config)
         settings = index_settings(config, embedder, prune, retry_skipped)
-        if executor is None:
-            executor = local_executor(settings, embedder)
-        summary = run_index(settings, config.output.layout.db, embedder, executor, progress)
+        if distributed:
+            from imagerec.indexing.distributed.driver import DistributedSettings, index_distributed
+
+            summary = index_distributed(settings, DistributedSettings.from_config(config, embedder, progress is not None),
+                                        config.output.layout.db, embedder, progress)
+        else:
+            summary = run_index(settings, config.output.layout.db, embedder,
+                                executor or local_executor(settings, embedder), progress)
     summary.elapsed_s = time.perf_counter() - started  # the whole command, model loading included
     return summary
 
@@ -153,16 +164,12 @@ def run_index(
             store.set_model_id(embedder.model_id, embedder.init)
         stored_before = store.count_images()
         store.begin_scan()
-        jobs = batched(_plan(store, settings, summary, tracker), JOB_SIZE)
+        jobs = batched(plan_work(store, settings, summary, tracker), JOB_SIZE)
         results = executor.map(jobs, decode_job, settings.decode, on_crash=crashed)
         sink = make_sink(store, settings, embedder, summary, tracker)
         summary.interrupted = not _drain(results, sink)
         if not summary.interrupted:  # only a complete scan knows which files are gone
-            gone = store.count_unseen()
-            if settings.removal.allows(gone, stored_before):
-                summary.removed = store.remove_unseen()
-            else:
-                summary.removal_held = gone
+            remove_gone(store, settings, summary, stored_before)
     summary.elapsed_s = time.perf_counter() - started
     return summary
 
@@ -174,7 +181,16 @@ def make_sink(store: Store, settings: IndexSettings, embedder: Embedder | None, 
     return BatchSink(settings.batch_size, EmbedStep(embedder, summary.stage_s), writer)
 
 
-def _plan(store: Store, settings: IndexSettings, summary: IndexSummary, tracker: IndexProgress) -> Iterator[WorkItem]:
+def remove_gone(store: Store, settings: IndexSettings, summary: IndexSummary, stored_before: int) -> None:
+    """After a complete scan: remove the rows of files it did not see, unless ``settings.removal`` holds them."""
+    gone = store.count_unseen()
+    if settings.removal.allows(gone, stored_before):
+        summary.removed = store.remove_unseen()
+    else:
+        summary.removal_held = gone
+
+
+def plan_work(store: Store, settings: IndexSettings, summary: IndexSummary, tracker: IndexProgress) -> Iterator[WorkItem]:
     """Yield the files that need work: scan, look each chunk up in the store, mark it seen, plan it."""
     for chunk in batched(settings.scan.files(stats=summary.scan), PLAN_CHUNK):
         paths = [f.rel_path for f in chunk]

@@ -1,4 +1,4 @@
-"""The executor seam: how decode jobs reach worker processes (here: a local process pool; later: Ray).
+"""The executor seam: how decode jobs reach worker processes on this machine (a local process pool).
 
 An executor runs ``fn(job, settings)`` for each job and yields each job's list of results as it
 finishes (not necessarily in submission order), keeping only a bounded number of jobs in flight and
