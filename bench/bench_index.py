@@ -51,12 +51,13 @@ def _bare_decode(paths: list[bytes], min_side: int) -> int:
     return len(paths)
 
 
-def bare_decode_rate(files: list[bytes], workers: int, min_side: int, chunk: int = 32) -> float:
-    """Images/s of open + draft + convert in a process pool (pool start-up included, as in `index`)."""
+def bare_decode_rate(files: list, workers: int, min_side: int, chunk: int = 32, decode=_bare_decode) -> float:
+    """Images/s of ``decode(paths, min_side)`` (default: open + draft + convert) in a spawned process pool, pool
+    start-up included, as in `index`; ``decode`` must be a module-level function returning how many it decoded."""
     started = time.perf_counter()
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         chunks = [files[i : i + chunk] for i in range(0, len(files), chunk)]
-        done = sum(pool.map(_bare_decode, chunks, [min_side] * len(chunks)))
+        done = sum(pool.map(decode, chunks, [min_side] * len(chunks)))
     return done / (time.perf_counter() - started)
 
 

@@ -26,8 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -108,14 +106,11 @@ def _bare_decode(paths: list[str], min_side: int) -> int:
     return len(paths)
 
 
-def bare_rate(folder: Path, workers: int, min_side: int, chunk: int = 32) -> float:
-    """Images/s of the bare loop in a spawned pool (start-up included, as in `index`)."""
-    files = sorted(str(p) for p in folder.iterdir())
-    started = time.perf_counter()
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        chunks = [files[i : i + chunk] for i in range(0, len(files), chunk)]
-        done = sum(pool.map(_bare_decode, chunks, [min_side] * len(chunks)))
-    return done / (time.perf_counter() - started)
+def bare_rate(folder: Path, workers: int, min_side: int) -> float:
+    """Images/s of the bare loop over ``folder`` in a spawned pool (start-up included, as in `index`)."""
+    from bench_index import bare_decode_rate
+
+    return bare_decode_rate(sorted(str(p) for p in folder.iterdir()), workers, min_side, decode=_bare_decode)
 
 
 def write_config(work: Path, root: Path, workers: int, threads: int, decoder: str, size: int | None) -> Path:

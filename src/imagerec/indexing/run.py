@@ -33,8 +33,8 @@ from imagerec.progress import ProgressCallback
 from imagerec.store import Store
 from imagerec.store.lock import writer_lock
 
-__all__ = ["IndexSettings", "IndexSummary", "index_collection", "index_settings", "load_index_embedder", "local_executor",
-           "make_sink", "plan_work", "remove_gone", "run_index"]
+__all__ = ["IndexSettings", "IndexSummary", "begin_run", "index_collection", "index_settings", "load_index_embedder",
+           "local_executor", "make_sink", "make_writer", "new_summary", "plan_work", "remove_gone", "run_index"]
 
 JOB_SIZE = 32  # images per worker job (fewer, larger jobs: less IPC per image)
 
@@ -156,14 +156,10 @@ def run_index(
 ) -> IndexSummary:
     """Scan, plan, decode (through ``executor``), embed and write into the store at ``db``."""
     started = time.perf_counter()
-    summary = IndexSummary(model_id=embedder.model_id if embedder else None, model_missing=embedder is None)
-    tracker = IndexProgress(progress, settings.scan.count() if progress else None, summary)
+    summary, tracker = new_summary(settings, embedder, progress)
     tracker.advance(0)
     with Store(db) as store:
-        if embedder is not None:
-            store.set_model_id(embedder.model_id, embedder.init)
-        stored_before = store.count_images()
-        store.begin_scan()
+        stored_before = begin_run(store, embedder)
         jobs = batched(plan_work(store, settings, summary, tracker), JOB_SIZE)
         results = executor.map(jobs, decode_job, settings.decode, on_crash=crashed)
         sink = make_sink(store, settings, embedder, summary, tracker)
@@ -174,11 +170,31 @@ def run_index(
     return summary
 
 
+def new_summary(settings: IndexSettings, embedder: Embedder | None,
+                progress: ProgressCallback | None) -> tuple[IndexSummary, IndexProgress]:
+    """An empty summary of a run with ``embedder``, and the progress tracker that counts into it."""
+    summary = IndexSummary(model_id=embedder.model_id if embedder else None, model_missing=embedder is None)
+    return summary, IndexProgress(progress, settings.scan.count() if progress else None, summary)
+
+
+def begin_run(store: Store, embedder: Embedder | None) -> int:
+    """Record the run's model and start a scan (``plan_work`` marks what it sees); returns the images stored before."""
+    if embedder is not None:
+        store.set_model_id(embedder.model_id, embedder.init)
+    stored_before = store.count_images()
+    store.begin_scan()
+    return stored_before
+
+
+def make_writer(store: Store, settings: IndexSettings, summary: IndexSummary, tracker: IndexProgress) -> IndexWriter:
+    """The writer of this run's rows and skip records (histogram and load settings from ``settings``)."""
+    return IndexWriter(store, settings.decode.histogram.key, summary, tracker, settings.decode.load.skip_key)
+
+
 def make_sink(store: Store, settings: IndexSettings, embedder: Embedder | None, summary: IndexSummary,
               tracker: IndexProgress) -> BatchSink:
     """The embed step and the writer behind a batcher of ``settings.batch_size``."""
-    writer = IndexWriter(store, settings.decode.histogram.key, summary, tracker, settings.decode.load.skip_key)
-    return BatchSink(settings.batch_size, EmbedStep(embedder, summary.stage_s), writer)
+    return BatchSink(settings.batch_size, EmbedStep(embedder, summary.stage_s), make_writer(store, settings, summary, tracker))
 
 
 def remove_gone(store: Store, settings: IndexSettings, summary: IndexSummary, stored_before: int) -> None:

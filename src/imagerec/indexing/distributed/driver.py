@@ -50,19 +50,15 @@ def index_distributed(settings, distributed: DistributedSettings, db: Path, embe
     """``run_index`` with decode and embedding on Ray (``settings`` an ``IndexSettings``); returns what was done."""
     from imagerec.indexing.distributed.manifest import write_manifest
     from imagerec.indexing.distributed.shards import ShardMeta
-    from imagerec.indexing.run import plan_work, remove_gone
+    from imagerec.indexing.run import begin_run, new_summary, plan_work, remove_gone
 
     started = time.perf_counter()
-    summary = IndexSummary(model_id=embedder.model_id if embedder else None, model_missing=embedder is None)
-    tracker = IndexProgress(progress, settings.scan.count() if progress else None, summary)
+    summary, tracker = new_summary(settings, embedder, progress)
     meta = ShardMeta(summary.model_id, embedder.init if embedder else None, settings.decode.histogram.key,
                      settings.decode.load.skip_key)
     folder = distributed.work_dir / run_key(meta, settings.decode.preprocess)
     with Store(db) as store:
-        if embedder is not None:
-            store.set_model_id(embedder.model_id, embedder.init)
-        stored_before = store.count_images()
-        store.begin_scan()
+        stored_before = begin_run(store, embedder)
         parts = write_manifest(plan_work(store, settings, summary, tracker), folder / "manifest",
                                distributed.ray.chunk_rows)
         try:
@@ -116,9 +112,9 @@ def _ingest(parts: list[Path], folder: Path, store: Store, settings, summary: In
     """Upsert the shard rows of this run's manifest (not those of files changed since an earlier run)."""
     from imagerec.indexing.distributed.ingest import write_shards
     from imagerec.indexing.distributed.manifest import manifest_keys
-    from imagerec.indexing.writer import IndexWriter
+    from imagerec.indexing.run import make_writer
 
     if not parts:
         return
-    writer = IndexWriter(store, settings.decode.histogram.key, summary, tracker, settings.decode.load.skip_key)
+    writer = make_writer(store, settings, summary, tracker)
     write_shards(finished_shards(folder / "shards"), writer, settings.batch_size, keep=manifest_keys(parts))
