@@ -9,6 +9,7 @@
   watches the parent pid (the only mechanism elsewhere).
 * ``deferred_sigint()``: a Ctrl-C inside the block is honoured only when the block ends (saves).
 * ``ack_sigint(message)``: acknowledge Ctrl-C on stderr at once, then raise KeyboardInterrupt.
+* ``exit_status_kept()``: after a handled Ctrl-C, keep CPython from ending the process by SIGINT.
 """
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ def deferred_sigint() -> Iterator[None]:
             previous(signal.SIGINT, None)
         elif previous != signal.SIG_IGN:
             raise KeyboardInterrupt
+
+
+def exit_status_kept() -> None:
+    """Forget CPython's mark that a KeyboardInterrupt escaped an ``exec``/``eval`` of source text.
+
+    CPython sets that mark even when the interrupt is caught further up (a Ctrl-C landing while an
+    import creates a dataclass or namedtuple does this), and an interpreter that ends with the mark
+    set kills itself with SIGINT: the shell sees "killed by signal 2", not our exit status 130.
+    Every ``exec`` of source text clears the mark before it runs, so an empty one resets it.
+    """
+    exec("")  # noqa: S102 - the reset described above
 
 
 def say_now(message: str) -> None:
