@@ -110,9 +110,10 @@ class FeaturesConfig(_Section):
 class HnswConfig(_Section):
     """FAISS ``IndexHNSWFlat`` parameters (``ann.kind: hnsw``)."""
 
-    M: int = Field(default=16, ge=4, le=128, description="Graph degree; more = better recall, more memory.")
+    M: int = Field(default=32, ge=4, le=128, description="Graph degree; more = better recall, more memory and build time.")
     ef_construction: int = Field(default=200, ge=8, le=4096, description="Build-time beam width.")
-    ef_search: int = Field(default=256, ge=8, le=8192, description="Query-time beam width (raised to the candidate count).")
+    ef_search: int | None = Field(default=None, ge=8, le=8192, description="Query-time beam width (raised to the candidate "
+                                  "count); null = from the index size: vectors/256 within 256–1536.")
     fill_level0: bool = Field(default=True, description="Fill each level-0 neighbour list up to 2M with links the "
                               "heuristic pruned: keeps members of tight groups reachable (recall at 550k).")
 

@@ -19,6 +19,7 @@ import pytest
 
 from ann_support import index_and_build, run_cli, sample_collection, write_collection_config
 from imagerec.ann import AnnIndex, AnnIndexError, BuildSummary, build_ann, file_hashes, files, load_ann, read_metadata
+from imagerec.ann.hnsw import auto_ef_search
 from imagerec.atomic import fsync_file
 from imagerec.data.features import HistogramSpec
 from imagerec.progress import ProgressEvent
@@ -92,8 +93,12 @@ def test_build_metadata_and_labels(sample):
     index = load_ann(config, model_id=model_id, dim=512)
     assert np.array_equal(np.sort(index.labels()), ids)  # labels are image ids
     assert index.labels() is index.labels() and not index.labels().flags.writeable
-    assert index.count == 300 and index.dim == 512 and index.ef_search == config.ann.hnsw.ef_search
-    assert isinstance(index, AnnIndex) and index.default_params == {"ef_search": config.ann.hnsw.ef_search}
+    assert config.ann.hnsw.ef_search is None and index.ef_search == auto_ef_search(300)  # chosen from the size
+    assert index.count == 300 and index.dim == 512
+    assert isinstance(index, AnnIndex) and index.default_params == {"ef_search": index.ef_search}
+    configured = config.model_copy(update={"ann": config.ann.model_copy(update={
+        "hnsw": config.ann.hnsw.model_copy(update={"ef_search": 48})})})
+    assert load_ann(configured, model_id=model_id, dim=512).ef_search == 48  # a configured beam width wins
     report = collection_status(config)
     assert report.ann["state"] == "current" and report.ann["count"] == 300 and report.ann["kind"] == "hnsw"
     assert report.ann["path"] == str(config.output.layout.ann_manifest)
@@ -177,7 +182,7 @@ def test_per_call_ef_search_is_not_shared_state(tmp_path):
     for t in threads:
         t.join()
     assert not mismatches
-    assert index.ef_search == config.ann.hnsw.ef_search
+    assert index.ef_search == auto_ef_search(4000)
     assert all(np.array_equal(a, b) for a, b in zip(index.search(queries, 10), default))  # default unchanged
 
 

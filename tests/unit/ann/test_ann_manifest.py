@@ -140,8 +140,8 @@ def test_settings_from_config_are_a_frozen_copy(tmp_path):
     assert settings.kind == "auto"  # resolved per collection by build-ann, read from the manifest by load
     settings = settings.for_kind("hnsw")
     assert settings.kind == "hnsw" and settings.threads == 3 and settings.build_chunk == 500 and settings.verify == "always"
-    assert settings.params == {"M": 8, "ef_construction": 200, "ef_search": 256, "fill_level0": True}
+    assert settings.params == {"M": 8, "ef_construction": 200, "ef_search": None, "fill_level0": True}
     with pytest.raises(AttributeError):
         settings.kind = "other"  # type: ignore[misc]
-    assert backend(settings.kind)(settings).build_params() == {"M": 8, "ef_construction": 200, "ef_search": 256,
+    assert backend(settings.kind)(settings).build_params() == {"M": 8, "ef_construction": 200, "ef_search": None,
                                                               "fill_level0": True, "threads": 3}

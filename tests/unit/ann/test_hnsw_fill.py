@@ -1,11 +1,12 @@
-"""``ann.hnsw.fill_level0``: level-0 neighbour lists filled with the links the pruning heuristic dropped."""
+"""``ann.hnsw`` defaults: level-0 neighbour lists filled with the links the pruning heuristic dropped (``fill_level0``),
+M = 32, and the beam width chosen from the index size."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from imagerec.ann.base import AnnSettings
-from imagerec.ann.hnsw import HnswBackend
+from imagerec.ann.hnsw import EF_SEARCH_MAX, EF_SEARCH_MIN, HnswBackend, auto_ef_search
 
 
 def _tight_groups(groups: int = 40, members: int = 30, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -35,6 +36,14 @@ def _built(vectors: np.ndarray, fill: bool) -> HnswBackend:
 def test_fill_level0_is_the_default_and_recorded():
     backend = HnswBackend(AnnSettings(params={"M": 8}))
     assert backend.fill_level0 is True and backend.build_params()["fill_level0"] is True
+    assert HnswBackend(AnnSettings()).M == 32
+
+
+def test_beam_width_grows_with_the_index_within_its_bounds():
+    sizes = [0, 300, 50_000, 200_000, 300_000, 550_000, 5_000_000]
+    widths = [auto_ef_search(n) for n in sizes]
+    assert widths == sorted(widths) and widths[0] == widths[2] == EF_SEARCH_MIN  # small collections: the old default
+    assert EF_SEARCH_MIN < widths[3] < widths[4] < EF_SEARCH_MAX == widths[5] == widths[6]  # 550k: 0.993 measured there
 
 
 def test_filled_lists_keep_the_links_the_heuristic_prunes():
