@@ -442,7 +442,7 @@ def test_cli_build_ann_prints_the_facts(sample, tmp_path):
     assert result.returncode == 0, result.stderr
     m = read_metadata(config)
     for fact in ("300 images", "dim 512", f"model {m.model_id}", f"M={m.params['M']}",
-                 f"ef_construction={m.params['ef_construction']}", f"ef_search={m.params['ef_search']}", " MB in "):
+                 f"ef_construction={m.params['ef_construction']}", f"ef_search={m.params['ef_search'] or 'auto'}", " MB in "):
         assert fact in result.stdout, result.stdout
 
 

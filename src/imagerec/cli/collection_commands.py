@@ -181,7 +181,7 @@ def build_ann_command(ctx, threads) -> None:
     with progress_bar("vec") as bar:
         summary = build_ann(config, progress=bar)
     m = summary.metadata
-    params = " ".join(f"{k}={v}" for k, v in m.params.items() if k != "threads")
+    params = " ".join(f"{k}={'auto' if v is None else v}" for k, v in m.params.items() if k != "threads")
     click.echo(f"built {summary.path}: {m.count} images, dim {m.dim}, model {m.model_id}, {m.kind} {params}, "
                f"{m.size_bytes / 1e6:.1f} MB in {summary.elapsed_s:.1f} s")
 
