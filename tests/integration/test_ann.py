@@ -96,8 +96,7 @@ def test_build_metadata_and_labels(sample):
     assert config.ann.hnsw.ef_search is None and index.ef_search == auto_ef_search(300)  # chosen from the size
     assert index.count == 300 and index.dim == 512
     assert isinstance(index, AnnIndex) and index.default_params == {"ef_search": index.ef_search}
-    configured = config.model_copy(update={"ann": config.ann.model_copy(update={
-        "hnsw": config.ann.hnsw.model_copy(update={"ef_search": 48})})})
+    configured = config.with_overrides({"ann.hnsw.ef_search": 48})
     assert load_ann(configured, model_id=model_id, dim=512).ef_search == 48  # a configured beam width wins
     report = collection_status(config)
     assert report.ann["state"] == "current" and report.ann["count"] == 300 and report.ann["kind"] == "hnsw"

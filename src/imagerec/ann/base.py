@@ -68,7 +68,9 @@ class AnnSettings:
 def hnsw_bytes(count: int, dim: int, params: Mapping[str, Any]) -> int:
     """Resident size of an HNSW index: float vectors, 2·M int32 links on level 0, the id map (measured: 527 MB at
     100k × 1280-d, M=16, against 526 MB from this)."""
-    return count * (4 * dim + 8 * int(params.get("M") or 32) + 16)
+    from imagerec.config import HnswConfig
+
+    return count * (4 * dim + 8 * int(params.get("M") or HnswConfig.model_fields["M"].default) + 16)
 
 
 @runtime_checkable

@@ -25,11 +25,13 @@ import numpy as np
 from imagerec.ann.base import REBUILD, AnnIndexError, AnnSettings
 from imagerec.ann.faisslib import (check_contents, faiss_module as _faiss, omp_threads as _omp_threads, read_index_file,
                                    search_index, thread_count as _threads, write_index_file)
+from imagerec.config import HnswConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from imagerec.ann.manifest import AnnMetadata
 
 _SUFFIX = ".bin"
+_DEFAULTS = HnswConfig()  # the one place the defaults live: parameters missing from ``settings.params`` come from it
 EF_SEARCH_MIN, EF_SEARCH_MAX, VECTORS_PER_EF = 256, 1536, 256
 
 
@@ -130,10 +132,10 @@ class HnswBackend:
 
     def __init__(self, settings: AnnSettings):
         params = dict(settings.params)
-        self.M = int(params.get("M", 32))
-        self.ef_construction = int(params.get("ef_construction", 200))
-        self.ef_search: int | None = params.get("ef_search")
-        self.fill_level0 = bool(params.get("fill_level0", True))
+        self.M = int(params.get("M", _DEFAULTS.M))
+        self.ef_construction = int(params.get("ef_construction", _DEFAULTS.ef_construction))
+        self.ef_search: int | None = params.get("ef_search", _DEFAULTS.ef_search)
+        self.fill_level0 = bool(params.get("fill_level0", _DEFAULTS.fill_level0))
         self.threads = _threads(settings.threads)
         self._index = None
 
