@@ -129,6 +129,17 @@ class IvfPqConfig(_Section):
     mmap: bool = Field(default=True, description="Memory-map the index file (codes stay in the OS file cache: ~35 private bytes per vector instead of ~106).")
 
 
+class WhiteningConfig(_Section):
+    """Partial whitening fitted on the collection by ``build-ann``; query, serve and evaluate re-rank in it."""
+
+    dims: int = Field(default=128, ge=0, le=4096, description="Principal directions kept; 0 = off (plain cosine). Used "
+                      "only when the collection has at least 8 embeddings per direction.")
+    power: float = Field(default=0.25, ge=0.0, le=1.0, description="Each direction is divided by its variance to the "
+                         "power/2: 1 = full whitening, 0 = projection only.")
+    raw_share: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of the plain cosine in the embedding score "
+                             "(the rest: cosine after whitening); the plain cosine keeps crops and flips on top.")
+
+
 class AnnConfig(_Section):
     """The ANN index over embeddings (``build-ann``): which backend, its parameters, and how it is built."""
 
@@ -138,6 +149,7 @@ class AnnConfig(_Section):
     memory_budget: int = Field(default=4096, ge=1, description="MiB of RAM an HNSW index may take under kind: auto.")
     hnsw: HnswConfig = HnswConfig()
     ivfpq: IvfPqConfig = IvfPqConfig()
+    whitening: WhiteningConfig = WhiteningConfig()
     threads: int | None = Field(default=None, ge=1, description="Build threads; default = CPU count.")
     build_chunk: int = Field(
         default=10_000, ge=100, le=50_000,

@@ -44,6 +44,8 @@ class AnnSettings:
     verify: str = "auto"  # "auto" | "always"
     memory_budget_bytes: int = 4096 << 20
     params_by_kind: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    whitening_dims: int = 0  # 0: no whitening fitted
+    whitening_power: float = 0.25
 
     @classmethod
     def from_config(cls, config: "Config") -> "AnnSettings":
@@ -51,7 +53,8 @@ class AnnSettings:
         ann = config.ann
         by_kind = {kind: getattr(ann, kind).model_dump() for kind in ("hnsw", "ivfpq")}
         return cls(kind=ann.kind, params=by_kind.get(ann.kind, {}), threads=ann.threads, build_chunk=ann.build_chunk,
-                   verify=ann.verify, memory_budget_bytes=ann.memory_budget << 20, params_by_kind=by_kind)
+                   verify=ann.verify, memory_budget_bytes=ann.memory_budget << 20, params_by_kind=by_kind,
+                   whitening_dims=ann.whitening.dims, whitening_power=ann.whitening.power)
 
     def for_kind(self, kind: str) -> "AnnSettings":
         """These settings for backend ``kind`` (its parameter section)."""

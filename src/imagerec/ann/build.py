@@ -20,6 +20,8 @@ from imagerec.ann.base import AnnBackend, AnnIndexError, AnnSettings
 from imagerec.ann.files import build_lock, describe_file, fsync_removals, new_build_id, sweep
 from imagerec.ann.manifest import AnnMetadata, referenced_names, write_manifest
 from imagerec.ann.registry import backend
+from imagerec.ann.whitening import SUFFIX as WHITENING_SUFFIX
+from imagerec.ann.whitening import CovarianceAccumulator, Whitening
 from imagerec.config import Config
 from imagerec.layout import Layout
 from imagerec.progress import ProgressCallback, report
@@ -58,16 +60,16 @@ def build_index(layout: Layout, settings: AnnSettings, *, progress: ProgressCall
     """
     started = time.perf_counter()
     built_at = time.time()  # before the snapshot: conservative for staleness checks
-    stage = {"read": 0.0, "train": 0.0, "add": 0.0, "write": 0.0}
+    stage = {"read": 0.0, "train": 0.0, "add": 0.0, "whitening": 0.0, "write": 0.0}
     with Store(layout.db, readonly=True) as store, build_lock(layout):
         previous = referenced_names(layout)
         removed = sweep(layout, keep=previous)  # temporaries and files of a killed build
         with store.read_snapshot():
-            builder, fields = _add_embeddings(store, layout, settings, progress, stage)
+            builder, whitening, fields = _add_embeddings(store, layout, settings, progress, stage)
         fields.update(built_at=built_at, build_seconds=round(time.perf_counter() - started, 3),
                       built_at_iso=datetime.fromtimestamp(built_at, timezone.utc).isoformat(timespec="seconds"))
         t0 = time.perf_counter()
-        meta = _write(layout, builder, fields, previous)
+        meta = _write(layout, builder, whitening, fields, previous)
         removed += sweep(layout, keep={f.name for f in meta.files}, legacy=True)  # the previous index, old versions
         fsync_removals(layout)
         stage["write"] = time.perf_counter() - t0
@@ -75,9 +77,9 @@ def build_index(layout: Layout, settings: AnnSettings, *, progress: ProgressCall
 
 
 def _add_embeddings(store: Store, layout: Layout, settings: AnnSettings, progress: ProgressCallback | None,
-                    stage: dict[str, float]) -> tuple[AnnBackend, dict[str, Any]]:
+                    stage: dict[str, float]) -> tuple[AnnBackend, Whitening | None, dict[str, Any]]:
     """A backend (``kind: auto`` resolved for this collection) fed the current model's embeddings (trained first when
-    it needs it), and the manifest fields that describe the source."""
+    it needs it), the whitening fitted on them (None: off or too few), and the manifest fields that describe the source."""
     model_id = store.model_id
     total = store.count_embeddings_by_model().get(model_id, 0) if model_id else 0
     if not model_id or total == 0:
@@ -91,10 +93,14 @@ def _add_embeddings(store: Store, layout: Layout, settings: AnnSettings, progres
         builder.train(training_sample(store, model_id, builder.training_size(total), total, settings.build_chunk), total)
         stage["train"] = time.perf_counter() - t0
     chunks = store.iter_embeddings(model_id, chunk_size=settings.build_chunk)
-    dim, count, max_id = _feed(builder, chunks, model_id=model_id, total=total, progress=progress, stage=stage)
+    statistics = CovarianceAccumulator(dim, total)
+    dim, count, max_id = _feed(builder, chunks, statistics, model_id=model_id, total=total, progress=progress, stage=stage)
     if count == 0:
         raise _nothing_to_index(layout)
-    return builder, dict(kind=builder.kind, model_id=model_id, dim=dim, count=count, max_image_id=max_id,
+    t0 = time.perf_counter()
+    whitening = statistics.whitening(settings.whitening_dims, settings.whitening_power)
+    stage["whitening"] += time.perf_counter() - t0
+    return builder, whitening, dict(kind=builder.kind, model_id=model_id, dim=dim, count=count, max_image_id=max_id,
                          data_version=data_version, params=builder.build_params(), library=builder.library,
                          library_version=builder.library_version(), metric=builder.metric)
 
@@ -109,9 +115,9 @@ def training_sample(store: Store, model_id: str, size: int, total: int, chunk: i
     return np.concatenate(picked)[:size] if picked else np.zeros((0, 0), np.float32)
 
 
-def _feed(builder: AnnBackend, chunks, *, model_id: str, total: int, progress: ProgressCallback | None,
-          stage: dict[str, float]) -> tuple[int, int, int]:
-    """Unit-normalise and add every chunk: (dim, count, max id)."""
+def _feed(builder: AnnBackend, chunks, statistics: CovarianceAccumulator, *, model_id: str, total: int,
+          progress: ProgressCallback | None, stage: dict[str, float]) -> tuple[int, int, int]:
+    """Unit-normalise and add every chunk, and feed it to the whitening ``statistics``: (dim, count, max id)."""
     dim, count, max_id = 0, 0, 0
     t0 = time.perf_counter()
     for ids, vectors in chunks:
@@ -125,7 +131,10 @@ def _feed(builder: AnnBackend, chunks, *, model_id: str, total: int, progress: P
             raise AnnIndexError(f"embeddings of model {model_id} have mixed dimensions ({dim} and {vectors.shape[1]}); re-run 'index'")
         t1 = time.perf_counter()
         builder.add(ids, vectors)
-        stage["add"] += time.perf_counter() - t1
+        t2 = time.perf_counter()
+        statistics.add(vectors)
+        stage["add"] += t2 - t1
+        stage["whitening"] += time.perf_counter() - t2
         count += len(ids)
         max_id = max(max_id, int(ids.max()))
         report(progress, STAGE, count, total)
@@ -133,11 +142,16 @@ def _feed(builder: AnnBackend, chunks, *, model_id: str, total: int, progress: P
     return dim, count, max_id
 
 
-def _write(layout: Layout, builder: AnnBackend, fields: dict[str, Any], previous: set[str]) -> AnnMetadata:
+def _write(layout: Layout, builder: AnnBackend, whitening: Whitening | None, fields: dict[str, Any],
+           previous: set[str]) -> AnnMetadata:
     """Index files under build-unique names, then the manifest (the commit point); on failure undo ours."""
-    prefix = layout.ann_file(f"ann_{builder.kind}.{new_build_id(fields['built_at'])}")
+    build_id = new_build_id(fields["built_at"])
     try:
-        paths = builder.write(prefix)
+        paths = builder.write(layout.ann_file(f"ann_{builder.kind}.{build_id}"))
+        if whitening is not None:
+            paths.append(whitening.write(layout.ann_file(f"ann_whitening.{build_id}{WHITENING_SUFFIX}")))
+            fields["whitening"] = {"file": paths[-1].name, "dims": whitening.dims, "power": whitening.power,
+                                   "rows": whitening.rows}
         meta = AnnMetadata(files=tuple(describe_file(p) for p in paths), **fields)
         write_manifest(layout, meta)
         return meta

@@ -13,12 +13,14 @@ outside the sampled blocks is caught only by ``verify: always``. Loading changes
 
 from __future__ import annotations
 
+import zipfile
 from typing import Any
 
 from imagerec.ann.base import REBUILD, AnnIndex, AnnIndexError, AnnSettings
 from imagerec.ann.files import file_problem, legacy_present
 from imagerec.ann.manifest import AnnMetadata, check_metadata, read_manifest
 from imagerec.ann.registry import backend, kinds
+from imagerec.ann.whitening import Whitening
 from imagerec.config import Config
 from imagerec.layout import Layout
 
@@ -48,7 +50,7 @@ def open_index(layout: Layout, settings: AnnSettings, *, model_id: str | None, d
                        where=layout.ann_manifest)
         problem = _first_problem(layout, meta, settings.verify)
         if problem is None:
-            index = cls(chosen).load([layout.ann_file(f.name) for f in meta.files], meta)
+            index = cls(chosen).load([layout.ann_file(f.name) for f in meta.index_files], meta)
             damage = index.check_vectors()  # also what a sampled checksum can miss
             if damage is not None:
                 raise AnnIndexError(f"{layout.ann_manifest}: ANN index is damaged ({damage}); {REBUILD}")
@@ -60,8 +62,25 @@ def open_index(layout: Layout, settings: AnnSettings, *, model_id: str | None, d
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def read_whitening(layout: Layout, meta: AnnMetadata) -> Whitening | None:
+    """The whitening fit of the index ``meta`` describes (None: built without one); its file was verified with the
+    index's. A fit that does not match the manifest is an ``AnnIndexError``."""
+    if meta.whitening is None:
+        return None
+    path = layout.ann_file(meta.whitening["file"])
+    try:
+        whitening = Whitening.read(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise AnnIndexError(f"{path}: unreadable whitening fit ({detail}); {REBUILD}") from None
+    if whitening.dim != meta.dim or whitening.dims != meta.whitening["dims"]:
+        raise AnnIndexError(f"{path}: whitening fit ({whitening.dim} → {whitening.dims} dims) disagrees with the manifest; {REBUILD}")
+    return whitening
+
+
 def ann_state(layout: Layout, *, data_version: int, model_id: str | None) -> dict[str, Any] | None:
     """The index's state for ``status`` (None: no index). Cheap: sizes and sampled checksums only.
+    ``whitening_dims``: the dimensions of its whitening fit (None: re-ranking on plain cosine).
 
     ``state`` is "current", "stale" (built from another data_version or model), "damaged: ...",
     "unreadable metadata: ..." or "built by an older imagerec: ...".
@@ -82,7 +101,8 @@ def ann_state(layout: Layout, *, data_version: int, model_id: str | None) -> dic
         state = "stale"
     else:
         state = "current"
-    return {"kind": meta.kind, "path": str(path), "count": meta.count, "state": state}
+    whitening = meta.whitening["dims"] if meta.whitening else None
+    return {"kind": meta.kind, "path": str(path), "count": meta.count, "state": state, "whitening_dims": whitening}
 
 
 def _first_problem(layout: Layout, meta: AnnMetadata, mode: str) -> tuple[str, str] | None:

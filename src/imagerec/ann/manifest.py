@@ -41,8 +41,19 @@ class AnnMetadata:
     library_version: str
     metric: str
     files: tuple[AnnFile, ...]
+    whitening: dict[str, Any] | None = None  # {"file", "dims", "power", "rows"}: the re-ranking space (``whitening``)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
+
+    @property
+    def index_files(self) -> tuple[AnnFile, ...]:
+        """The backend's files (all but the whitening fit)."""
+        return tuple(f for f in self.files if f.name != self.whitening_file)
+
+    @property
+    def whitening_file(self) -> str | None:
+        """Name of the file holding the whitening fit, or None when the index has none."""
+        return self.whitening["file"] if self.whitening else None
 
     @property
     def size_bytes(self) -> int:
@@ -79,6 +90,7 @@ class AnnMetadata:
         names = [f.name for f in values["files"]]
         if len(set(names)) != len(names):
             raise ValueError("manifest names a file twice")
+        values["whitening"] = _whitening_entry(raw.get("whitening"), names)
         if values["dim"] <= 0 or values["count"] <= 0 or values["max_image_id"] < 0 or values["data_version"] < 0:
             raise ValueError(f"invalid dim/count/max_image_id/data_version ({values['dim']}, {values['count']}, "
                              f"{values['max_image_id']}, {values['data_version']})")
@@ -90,6 +102,7 @@ _FIELDS: dict[str, type] = {
     "params": dict, "built_at": float, "built_at_iso": str, "build_seconds": float, "library": str,
     "library_version": str, "metric": str, "files": list, "format": str, "format_version": int,
 }
+_WHITENING_FIELDS: dict[str, type] = {"file": str, "dims": int, "power": float, "rows": int}
 _FILE_FIELDS: dict[str, type] = {"name": str, "size": int, "sha256": str, "sample_sha256": str, "inode": int, "mtime_ns": int}
 
 
@@ -122,6 +135,18 @@ def _file_entry(raw: Any) -> AnnFile:
     if values["size"] < 0 or not _HEX64.match(values["sha256"]) or not _HEX64.match(values["sample_sha256"]):
         raise ValueError(f"invalid size or checksum for {values['name']}")
     return AnnFile(**values)
+
+
+def _whitening_entry(raw: Any, names: list[str]) -> dict[str, Any] | None:
+    """The manifest's whitening entry (absent or null in indexes built without one)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(f"whitening is {type(raw).__name__}, expected an object")
+    values = _typed(raw, _WHITENING_FIELDS, "whitening entry")
+    if values["file"] not in names or values["dims"] <= 0 or not 0 <= values["power"] <= 1:
+        raise ValueError(f"invalid whitening entry (file {values['file'][:60]!r}, dims {values['dims']}, power {values['power']})")
+    return values
 
 
 def read_manifest(layout: Layout) -> AnnMetadata:

@@ -83,6 +83,8 @@ def status(ctx, as_json: bool, list_skipped: bool) -> None:
         return
     reasons = ", ".join(f"{n} {r}" for r, n in report.skipped_by_reason.items()) or "none"
     ann = "absent" if report.ann is None else f"{report.ann.get('state')}, {report.ann.get('count')} images"
+    if report.ann and report.ann.get("whitening_dims"):
+        ann += f", whitened re-ranking ({report.ann['whitening_dims']} dims)"
     click.echo(f"database      {report.db_path} ({report.db_size_bytes / 1e6:.1f} MB, schema v{report.schema_version})")
     click.echo(f"images        {report.images}")
     click.echo(f"skipped       {report.skipped} ({reasons})")
@@ -176,14 +178,19 @@ def build_ann_command(ctx, threads) -> None:
     The previous index stays usable until the new one is completely written.
     """
     from imagerec.ann import build_ann
+    from imagerec.ann.whitening import ROWS_PER_DIM
 
     config = command_config(ctx).with_overrides({"ann.threads": threads})
     with progress_bar("vec") as bar:
         summary = build_ann(config, progress=bar)
     m = summary.metadata
     params = " ".join(f"{k}={'auto' if v is None else v}" for k, v in m.params.items() if k != "threads")
+    w = m.whitening
+    whitening = (f"re-ranking whitened to {w['dims']} dims (power {w['power']:g})" if w else
+                 "re-ranking on plain cosine" + ("" if config.ann.whitening.dims == 0 else
+                                                 f" (whitening needs {ROWS_PER_DIM * config.ann.whitening.dims} images)"))
     click.echo(f"built {summary.path}: {m.count} images, dim {m.dim}, model {m.model_id}, {m.kind} {params}, "
-               f"{m.size_bytes / 1e6:.1f} MB in {summary.elapsed_s:.1f} s")
+               f"{whitening}, {m.size_bytes / 1e6:.1f} MB in {summary.elapsed_s:.1f} s")
 
 
 @cli.command()

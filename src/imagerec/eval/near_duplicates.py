@@ -183,17 +183,19 @@ def _exhaustive_ranks(rec: Recommender, copies: list[_Copy], weights: Weights) -
     measure = rec.settings.color_measure
     signals = ("embedding", "color", "dhash", "fused")
     originals = {c.original for c in copies}
-    rows = rec.store.get_features(sorted(originals), rec.model_id)
+    rows = rec.space.rows(rec.store.get_features(sorted(originals), rec.model_id))
     row_of = {int(i): r for r, i in enumerate(rows.ids)}
+    queries = rec.space.queries([c.query for c in copies])
     own = []
-    for c in copies:
-        s = score_candidates([c.query], rows, measure)
+    for c, query in zip(copies, queries):
+        s = score_candidates([query], rows, measure)
         r = row_of[c.original]
         own.append({"embedding": s.embedding[r], "color": s.color[r], "dhash": s.dhash[r], "fused": s.fused(weights)[r]})
     beaten = [dict.fromkeys(signals, 0) for _ in copies]
     for chunk in rec.store.iter_features(rec.model_id):
-        for c, base, count in zip(copies, own, beaten):
-            s = score_candidates([c.query], chunk, measure)
+        chunk = rec.space.rows(chunk)
+        for c, query, base, count in zip(copies, queries, own, beaten):
+            s = score_candidates([query], chunk, measure)
             values = {"embedding": s.embedding, "color": s.color, "dhash": s.dhash, "fused": s.fused(weights)}
             others = chunk.ids != c.original
             for name in signals:

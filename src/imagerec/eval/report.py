@@ -12,7 +12,7 @@ def format_table(report: EvaluationReport, markdown: bool = False) -> str:
     head = (f"leave-one-out over {report.n_items} labelled images in {report.n_groups} groups ({report.labels}), "
             f"{report.n_queries} queries{f' (sample, seed {report.seed})' if report.sample else ''}; "
             f"exhaustive exact scoring; fused weights embedding {w.embedding:.2f}, color {w.color:.2f}, "
-            f"dhash {w.dhash:.2f}; colour measure {report.color_measure}")
+            f"dhash {w.dhash:.2f}; colour measure {report.color_measure}; {report.embedding_space}")
     rows = [[s, *(f"{report.signals[s][k]:.4f}" for k in keys)] for s in SIGNALS]
     lines = [head, ""] if markdown else [head]
     lines += table_lines(["signal", *keys], rows, markdown) + ([""] if markdown else [])

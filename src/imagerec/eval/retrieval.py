@@ -33,6 +33,7 @@ from imagerec.eval.labels import Labels, folder_labels, read_labels_file
 from imagerec.eval.metrics import mean_metrics, rank_by_score, ranked_metrics
 from imagerec.eval.tuning import TuneSettings, TuningResult, pick_weights, simplex_grid
 from imagerec.progress import ProgressCallback, report as report_progress
+from imagerec.search import similarity
 from imagerec.search.fusion import QueryImage, Scores, Weights, score_candidates
 from imagerec.search.recommender import Recommender
 from imagerec.store.records import sample_ids
@@ -63,12 +64,14 @@ class EvaluationReport:
     elapsed_s: float
     tuning: TuningResult | None = None
     notes: list[str] = field(default_factory=list)
+    embedding_space: str = "embedding cosine"  # ``EmbeddingSpace.describe`` of the collection
 
     def to_dict(self) -> dict[str, Any]:
         out = {"n_items": self.n_items, "n_queries": self.n_queries, "n_groups": self.n_groups, "labels": self.labels,
                "sample": self.sample, "seed": self.seed, "ks": list(self.ks), "weights": self.weights.as_dict(),
                "color_measure": self.color_measure, "signals": self.signals, f"ann_recall@{ANN_K}": self.ann_recall,
-               "ann_queries": self.ann_queries, "ef_search": self.ef_search, "elapsed_s": round(self.elapsed_s, 3),
+               "ann_queries": self.ann_queries, "ef_search": self.ef_search, "embedding_space": self.embedding_space,
+               "elapsed_s": round(self.elapsed_s, 3),
                "method": "leave-one-out, exhaustive exact scoring of every labelled image; fused = configured weights",
                "notes": list(self.notes)}
         if self.tuning is not None:
@@ -114,14 +117,14 @@ def evaluate(config: Config, *, labels_file: str | os.PathLike | None = None, sa
             rows = rec.store.get_features(query_ids[start:start + BLOCK].tolist(), rec.model_id)
             tally.add_block(rec, universe, rows, ann_labels, measure)
             report_progress(progress, "evaluate", min(start + BLOCK, len(query_ids)), len(query_ids))
-        ef_search = rec.ann.ef_search
+        ef_search, space = rec.ann.ef_search, rec.space.describe()
     joined = {s: _concat(parts, ks) for s, parts in tally.per_signal.items()}
     report = EvaluationReport(
         n_items=len(universe.ids), n_queries=len(query_ids), n_groups=len(set(universe.codes.tolist())),
         labels=labels.source, sample=sample, seed=seed, ks=ks, weights=weights, color_measure=measure,
         signals={s: mean_metrics(m) for s, m in joined.items()},
         ann_recall=float(np.mean(tally.ann_hits)) if tally.ann_hits else 0.0, ann_queries=len(tally.ann_hits),
-        ef_search=ef_search, elapsed_s=0.0,
+        ef_search=ef_search, elapsed_s=0.0, embedding_space=space,
     )
     if labels.unmatched:
         report.notes.append(f"{labels.unmatched} rows of {labels.source} name no image with an embedding; left out")
@@ -194,17 +197,20 @@ def _score_block(rec: Recommender, queries: list[QueryImage], universe_ids: np.n
     n = len(universe_ids)
     matrices = np.zeros((3, len(queries), n))
     top = [(np.full(0, -np.inf), np.zeros(0, np.int64)) for _ in queries]
+    in_space = rec.space.queries(queries)
     for chunk in rec.store.iter_features(rec.model_id, chunk_size=CHUNK):
         pos = np.searchsorted(universe_ids, chunk.ids)
         in_u = (pos < n) & (universe_ids[np.minimum(pos, n - 1)] == chunk.ids)
         indexed = np.isin(chunk.ids, ann_labels)
-        for b, q in enumerate(queries):
-            s = score_candidates([q], chunk, measure)
+        chunk_in_space = rec.space.rows(chunk)
+        for b, (q, q_in_space) in enumerate(zip(queries, in_space)):
+            s = score_candidates([q_in_space], chunk_in_space, measure)
             matrices[0, b, pos[in_u]] = s.embedding[in_u]
             matrices[1, b, pos[in_u]] = s.color[in_u]
             matrices[2, b, pos[in_u]] = s.dhash[in_u]
             mask = indexed & (chunk.ids != q.image_id)
-            top[b] = _merge_top(top[b], s.embedding[mask], chunk.ids[mask])
+            cosine = s.embedding if chunk_in_space is chunk else similarity.cosine_similarity(q.embedding, chunk.embeddings)
+            top[b] = _merge_top(top[b], cosine[mask], chunk.ids[mask])  # what the ANN (raw embeddings) should find
     return matrices, top
 
 

@@ -1,8 +1,8 @@
 """The query stage: query images → candidates → re-scored with our own measures → ranked results.
 
     query images (ids, files) ─▶ candidates (candidates.py: ANN + dHash neighbours + rows newer than the index)
-      ─▶ features from SQLite ─▶ fusion.score_candidates (embedding cosine, colour, dHash; averaged over
-      the query images) ─▶ weighted sum ─▶ query images excluded (unless include_query) ─▶ top k
+      ─▶ features from SQLite ─▶ embeddings into the collection's space (space.py: whitened when build-ann fitted
+      it) ─▶ fusion.score_candidates (embedding cosine, colour, dHash; averaged over the query images) ─▶ weighted sum ─▶ query images excluded (unless include_query) ─▶ top k
 
 A ``Recommender`` is request-safe: any number of threads may call ``search``/``query`` at once. Each
 call reads one snapshot of the store through its thread's own read-only connection, per-request
@@ -30,7 +30,8 @@ from imagerec.errors import QueryError
 from imagerec.embed.choice import ModelChoice
 from imagerec.search.fusion import QueryImage, Scores, Weights, score_candidates
 from imagerec.search.query_images import DecodeRules, decode_query_image, image_by_id, stored_query_image
-from imagerec.store import Store, StoreReaders
+from imagerec.search.space import EmbeddingSpace
+from imagerec.store import FeatureRows, Store, StoreReaders
 from imagerec.store.records import absolute_path, display_path
 from imagerec.vectors import unit_rows
 
@@ -111,7 +112,8 @@ class Recommender(Closing):
     """An open collection ready to answer queries from any number of threads. Use as a context manager.
 
     ``embedder`` and ``ann`` override the model file and the ANN index (tests, benchmarks). ``weights``
-    are the collection's default fusion weights (``SearchSettings.weights_for`` its recorded model).
+    are the collection's default fusion weights (``SearchSettings.weights_for`` its recorded model);
+    ``space`` is where embeddings are compared (the whitening stored with the ANN index, if any).
     """
 
     def __init__(self, config: Config, *, embedder=None, ann=None):
@@ -122,12 +124,13 @@ class Recommender(Closing):
         try:
             self.model_id = self._open_model_id()
             self.weights = self.settings.weights_for(self.store.model_init)
-            if ann is None:
-                from imagerec.ann import load_ann
+            from imagerec.ann import load_ann, read_whitening
 
+            if ann is None:
                 ann = load_ann(config, model_id=self.model_id)
             if ann.meta.model_id != self.model_id:
                 raise QueryError(f"ANN index is for model {ann.meta.model_id}, the collection uses {self.model_id}; run 'build-ann' again")
+            self.space = EmbeddingSpace(read_whitening(config.output.layout, ann.meta), config.ann.whitening.raw_share)
         except BaseException:
             self._readers.close()
             raise
@@ -230,13 +233,17 @@ class Recommender(Closing):
             t1 = time.perf_counter()
             rows = store.get_features(sorted(candidate_ids), self.model_id)  # removed images are not returned
             t2 = time.perf_counter()
-            scores = score_candidates(queries, rows, self.settings.color_measure)
+            scores = self.score(queries, rows)
             fused = scores.fused(weights)
             order = np.lexsort((rows.ids, -fused))[:top_k]
             results = [self._result(r + 1, rows, i, scores, fused) for r, i in enumerate(order)]
             t3 = time.perf_counter()
         timings.update({"fetch": t2 - t1, "rerank": t3 - t2})
         return QueryResponse(list(queries), results, weights, len(rows), version, notices + stale_notices, timings)
+
+    def score(self, queries: Sequence[QueryImage], rows: FeatureRows) -> Scores:
+        """Our measures of ``rows`` against ``queries``, embeddings compared in the collection's space."""
+        return score_candidates(self.space.queries(queries), self.space.rows(rows), self.settings.color_measure)
 
     def _model_notices(self, store: Store) -> list[str]:
         current = store.model_id
