@@ -1,8 +1,9 @@
 """The query stage: query images → candidates → re-scored with our own measures → ranked results.
 
     query images (ids, files) ─▶ candidates (candidates.py: ANN + dHash neighbours + rows newer than the index)
-      ─▶ features from SQLite ─▶ embeddings into the collection's space (space.py: whitened when build-ann fitted
-      it) ─▶ fusion.score_candidates (embedding cosine, colour, dHash; averaged over the query images) ─▶ weighted sum ─▶ query images excluded (unless include_query) ─▶ top k
+      ─▶ features from SQLite ─▶ embeddings into the collection's space (space.py: blended with the whitened
+      cosine when build-ann fitted a whitening) ─▶ fusion.score_candidates (embedding, colour, dHash; averaged
+      over the query images) ─▶ weighted sum ─▶ query images excluded (unless include_query) ─▶ top k
 
 A ``Recommender`` is request-safe: any number of threads may call ``search``/``query`` at once. Each
 call reads one snapshot of the store through its thread's own read-only connection, per-request
