@@ -15,7 +15,6 @@ leave-one-out P@10 of ``EmbeddingSpace`` scores fused with dHash at the default 
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from imagerec.ann.whitening import CovarianceAccumulator
 from imagerec.search import similarity
 from imagerec.search.fusion import DEFAULT_WEIGHTS
 from imagerec.search.space import EmbeddingSpace
+from imagerec.store import Store
 from imagerec.vectors import unit_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,13 +34,11 @@ EXCLUDED = "BACKGROUND_Google/"
 
 def load(db: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(relative paths, unit embeddings, dHashes) of every image with an embedding of the collection's model."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    model_id = con.execute("SELECT value FROM meta WHERE key = 'model_id'").fetchone()[0]
-    rows = con.execute("SELECT i.path, e.vector, i.dhash FROM images i JOIN embeddings e ON e.image_id = i.id "
-                       "WHERE e.model_id = ? ORDER BY i.id", (model_id,)).fetchall()
-    paths = [bytes(p).decode() for p, _, _ in rows]
-    vectors = unit_rows(np.stack([np.frombuffer(v, dtype="<f4") for _, v, _ in rows]))
-    return paths, vectors, np.array([h for _, _, h in rows], dtype=np.int64)
+    with Store(db, readonly=True) as store:
+        chunks = list(store.iter_features(store.model_id))
+    paths = [p.decode() for chunk in chunks for p in chunk.paths]
+    return (paths, unit_rows(np.concatenate([c.embeddings for c in chunks])),
+            np.concatenate([c.dhashes for c in chunks]))
 
 
 def fit(vectors: np.ndarray, dims: int, power: float):

@@ -133,7 +133,7 @@ class WhiteningConfig(_Section):
     """Partial whitening fitted on the collection by ``build-ann``; query, serve and evaluate re-rank in it."""
 
     dims: int = Field(default=128, ge=0, le=4096, description="Principal directions kept; 0 = off (plain cosine). Used "
-                      "only when the collection has at least 8 embeddings per direction.")
+                      "only when the collection has at least 8 embeddings per direction (ann.whitening.ROWS_PER_DIM).")
     power: float = Field(default=0.25, ge=0.0, le=1.0, description="Each direction is divided by its variance to the "
                          "power/2: 1 = full whitening, 0 = projection only.")
     raw_share: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of the plain cosine in the embedding score "

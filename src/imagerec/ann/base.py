@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from imagerec.config import Config, HnswConfig, WhiteningConfig
 from imagerec.errors import ImagerecError
 
 if TYPE_CHECKING:  # pragma: no cover
     from imagerec.ann.manifest import AnnMetadata
-    from imagerec.config import Config
 
 REBUILD = "run 'build-ann' again"
 
@@ -44,8 +44,7 @@ class AnnSettings:
     verify: str = "auto"  # "auto" | "always"
     memory_budget_bytes: int = 4096 << 20
     params_by_kind: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    whitening_dims: int = 0  # 0: no whitening fitted
-    whitening_power: float = 0.25
+    whitening: WhiteningConfig | None = None  # the re-ranking space build-ann fits (None: none)
 
     @classmethod
     def from_config(cls, config: "Config") -> "AnnSettings":
@@ -54,7 +53,7 @@ class AnnSettings:
         by_kind = {kind: getattr(ann, kind).model_dump() for kind in ("hnsw", "ivfpq")}
         return cls(kind=ann.kind, params=by_kind.get(ann.kind, {}), threads=ann.threads, build_chunk=ann.build_chunk,
                    verify=ann.verify, memory_budget_bytes=ann.memory_budget << 20, params_by_kind=by_kind,
-                   whitening_dims=ann.whitening.dims, whitening_power=ann.whitening.power)
+                   whitening=ann.whitening)
 
     def for_kind(self, kind: str) -> "AnnSettings":
         """These settings for backend ``kind`` (its parameter section)."""
@@ -71,8 +70,6 @@ class AnnSettings:
 def hnsw_bytes(count: int, dim: int, params: Mapping[str, Any]) -> int:
     """Resident size of an HNSW index: float vectors, 2·M int32 links on level 0, the id map (measured: 527 MB at
     100k × 1280-d, M=16, against 526 MB from this)."""
-    from imagerec.config import HnswConfig
-
     return count * (4 * dim + 8 * int(params.get("M") or HnswConfig.model_fields["M"].default) + 16)
 
 

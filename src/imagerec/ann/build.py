@@ -98,7 +98,8 @@ def _add_embeddings(store: Store, layout: Layout, settings: AnnSettings, progres
     if count == 0:
         raise _nothing_to_index(layout)
     t0 = time.perf_counter()
-    whitening = statistics.whitening(settings.whitening_dims, settings.whitening_power)
+    wanted = settings.whitening
+    whitening = statistics.whitening(wanted.dims, wanted.power) if wanted is not None else None
     stage["whitening"] += time.perf_counter() - t0
     return builder, whitening, dict(kind=builder.kind, model_id=model_id, dim=dim, count=count, max_image_id=max_id,
                          data_version=data_version, params=builder.build_params(), library=builder.library,
@@ -148,11 +149,11 @@ def _write(layout: Layout, builder: AnnBackend, whitening: Whitening | None, fie
     build_id = new_build_id(fields["built_at"])
     try:
         paths = builder.write(layout.ann_file(f"ann_{builder.kind}.{build_id}"))
+        entry = None
         if whitening is not None:
             paths.append(whitening.write(layout.ann_file(f"ann_whitening.{build_id}{WHITENING_SUFFIX}")))
-            fields["whitening"] = {"file": paths[-1].name, "dims": whitening.dims, "power": whitening.power,
-                                   "rows": whitening.rows}
-        meta = AnnMetadata(files=tuple(describe_file(p) for p in paths), **fields)
+            entry = {"file": paths[-1].name, "dims": whitening.dims, "power": whitening.power, "rows": whitening.rows}
+        meta = AnnMetadata(files=tuple(describe_file(p) for p in paths), whitening=entry, **fields)
         write_manifest(layout, meta)
         return meta
     except BaseException as exc:

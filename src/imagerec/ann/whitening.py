@@ -98,7 +98,7 @@ class CovarianceAccumulator:
     def whitening(self, dims: int, power: float) -> Whitening | None:
         """The fit keeping ``dims`` directions, or None when off (``dims`` 0) or too few rows were seen."""
         dim = self._sum.shape[0]
-        if dims <= 0 or self.count < ROWS_PER_DIM * dims or dims >= dim:
+        if unfit_reason(dims, self.count, dim) is not None:
             return None
         mean = self._sum / self.count
         covariance = self._outer / self.count - np.outer(mean, mean)
@@ -107,3 +107,14 @@ class CovarianceAccumulator:
         scale = np.maximum(variances[top], variances[top[0]] * 1e-6) ** (-power / 2)
         return Whitening(mean.astype(np.float32), (directions[:, top] * scale).astype(np.float32), float(power),
                          self.count)
+
+
+def unfit_reason(dims: int, rows: int, dim: int) -> str | None:
+    """Why no whitening keeping ``dims`` directions is fitted from ``rows`` embeddings of ``dim`` (None: it is)."""
+    if dims <= 0:
+        return "off"
+    if rows < ROWS_PER_DIM * dims:
+        return f"needs {ROWS_PER_DIM * dims} images"
+    if dims >= dim:
+        return f"dims {dims} would keep every direction of {dim}"
+    return None

@@ -178,17 +178,16 @@ def build_ann_command(ctx, threads) -> None:
     The previous index stays usable until the new one is completely written.
     """
     from imagerec.ann import build_ann
-    from imagerec.ann.whitening import ROWS_PER_DIM
+    from imagerec.ann.whitening import unfit_reason
 
     config = command_config(ctx).with_overrides({"ann.threads": threads})
     with progress_bar("vec") as bar:
         summary = build_ann(config, progress=bar)
     m = summary.metadata
     params = " ".join(f"{k}={'auto' if v is None else v}" for k, v in m.params.items() if k != "threads")
-    w = m.whitening
+    w, why = m.whitening, unfit_reason(config.ann.whitening.dims, m.count, m.dim)
     whitening = (f"re-ranking whitened to {w['dims']} dims (power {w['power']:g})" if w else
-                 "re-ranking on plain cosine" + ("" if config.ann.whitening.dims == 0 else
-                                                 f" (whitening needs {ROWS_PER_DIM * config.ann.whitening.dims} images)"))
+                 "re-ranking on plain cosine" + ("" if why in (None, "off") else f" (whitening {why})"))
     click.echo(f"built {summary.path}: {m.count} images, dim {m.dim}, model {m.model_id}, {m.kind} {params}, "
                f"{whitening}, {m.size_bytes / 1e6:.1f} MB in {summary.elapsed_s:.1f} s")
 

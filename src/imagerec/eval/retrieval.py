@@ -209,8 +209,9 @@ def _score_block(rec: Recommender, queries: list[QueryImage], universe_ids: np.n
             matrices[1, b, pos[in_u]] = s.color[in_u]
             matrices[2, b, pos[in_u]] = s.dhash[in_u]
             mask = indexed & (chunk.ids != q.image_id)
-            cosine = s.embedding if chunk_in_space is chunk else similarity.cosine_similarity(q.embedding, chunk.embeddings)
-            top[b] = _merge_top(top[b], cosine[mask], chunk.ids[mask])  # what the ANN (raw embeddings) should find
+            # the exact top the ANN (over the raw embeddings) should find
+            raw = s.embedding if rec.space.whitening is None else similarity.cosine_similarity(q.embedding, chunk.embeddings)
+            top[b] = _merge_top(top[b], raw[mask], chunk.ids[mask])
     return matrices, top
 
 
