@@ -101,7 +101,7 @@ def raw_step_ceiling(args, device: torch.device, channels_last: bool) -> float:
     torch.manual_seed(0)
     backbone = architecture("resnet18").build(ModelSpec(stem=args.stem, image_size=args.image_size)).to(device, memory_format=fmt)
     head = ProjectionHead().to(device)
-    optimizer = make_optimizer("sgd", [backbone, head], 0.01, 1e-4)
+    optimizer = make_optimizer("sgd", [*backbone.parameters(), *head.parameters()], 0.01, 1e-4)
     loss_fn = NTXentLoss(0.2)
     views = torch.randn(2 * args.batch_size, 3, args.image_size, args.image_size, device=device).contiguous(memory_format=fmt)
 

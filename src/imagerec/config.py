@@ -247,8 +247,9 @@ class TrainConfig(_Section):
     batch_size: int = Field(default=256, ge=2, le=65_536, description="Images per step (each gives two views).")
     image_size: int | None = Field(default=None, ge=16, le=512, description="Training and embedding input size in pixels; null = model.input_size.")
     stem: Literal["imagenet", "small"] = Field(default="imagenet", description="small = 3x3/stride-1 stem: better at low resolution, ~16x the compute.")
+    trainable_stages: int | None = Field(default=None, ge=1, description="Train only the backbone's last N stages; the earlier ones keep their weights and batch-norm statistics (faster steps). null = all from random init, 2 when fine-tuning.")
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float | None = Field(default=None, gt=0.0, le=10.0, description="Peak learning rate per 256 images, scaled linearly with batch_size; null = 0.15 (sgd) or 1e-3 (adamw) from random init, a tenth of that when fine-tuning.")
+    lr: float | None = Field(default=None, gt=0.0, le=10.0, description="Peak learning rate per 256 images, scaled linearly with batch_size; null = 0.15 (sgd) or 1e-3 (adamw) from random init, 0.4 of that when fine-tuning.")
     weight_decay: float | None = Field(default=None, ge=0.0, le=1.0, description="null = 1e-4 (sgd) or 0.05 (adamw); not applied to biases and batch norm.")
     warmup_epochs: float | None = Field(default=None, ge=0.0, description="Linear warm-up, then cosine decay to 0; null = 5 % of the run. Never more than 10 % of the steps.")
     temperature: float = Field(default=0.2, ge=0.01, le=10.0, description="NT-Xent temperature.")

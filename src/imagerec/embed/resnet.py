@@ -40,8 +40,14 @@ def imagenet_state_dict() -> dict[str, Any]:
     return {key: value for key, value in raw.items() if not key.startswith("fc.")}
 
 
+def resnet_stages(backbone: nn.Module) -> list[nn.Module]:
+    """The stages of a ResNet backbone: stem (first convolution and its batch norm), then layer1 to layer4."""
+    return [nn.ModuleList([backbone.conv1, backbone.bn1]),
+            backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4]
+
+
 RESNET18 = register_architecture(Architecture(
     name="resnet18", embedding_dim=512, builder=build_resnet18, stems=("imagenet", "small"),
-    imagenet=imagenet_state_dict,
+    imagenet=imagenet_state_dict, stages=resnet_stages,
     description="torchvision ResNet-18 without classifier; stem imagenet (7x7/2 + max-pool) or small (3x3/1)",
 ))

@@ -29,7 +29,8 @@ from imagerec.errors import TrainError
 CHECKPOINT_FORMAT = "imagerec.train_checkpoint"
 CHECKPOINT_VERSION = 1
 _HINT = "start without --resume"
-LEGACY_COMPAT = {"arch": "resnet18", "init": "random"}  # checkpoints from before these keys: always the seed recipe
+# checkpoints from before these keys: always the seed recipe, every stage trained
+LEGACY_COMPAT = {"arch": "resnet18", "init": "random", "fixed_stages": 0}
 _PARTS = {"compat": dict, "state": dict, "backbone": dict, "head": dict, "optimizer": dict, "scheduler": dict, "rng": dict}
 _RNG_KEYS = ("python", "numpy", "torch", "cuda", "augment")
 _STATE_TYPES = {"run": (str,), "epoch": (int,), "step_in_epoch": (int,), "global_step": (int,), "loss_sum": (float, int),

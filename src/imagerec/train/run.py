@@ -113,7 +113,12 @@ class Trainer:
         self.model = build_simclr(self.spec, augment_settings(tc), tc.temperature, device, channels_last)
         if settings.fine_tuning:
             self.model.backbone.load_state_dict(pretrained_backbone(self.spec).state_dict())
-        self.optimizer = make_optimizer(tc.optimizer, [self.model.backbone, self.model.head],
+        fixed, stage_count = fixed_stages(settings, self.model.backbone)
+        self.model.keep_fixed(fixed)
+        if fixed:
+            say(f"training the last {stage_count - len(fixed)} of {stage_count} backbone stages "
+                f"(the first {len(fixed)} keep their weights; train.trainable_stages)")
+        self.optimizer = make_optimizer(tc.optimizer, self.model.trainable(),
                                         peak_lr(tc.optimizer, tc.lr, self.batch, settings.fine_tuning),
                                         weight_decay(tc.optimizer, tc.weight_decay))
         total = self.epochs * self.steps_per_epoch
@@ -122,7 +127,7 @@ class Trainer:
         self.augment_gen = torch.Generator(device=device).manual_seed(tc.seed)
         self.compat = {"cache_key": data.cache.key, "image_size": self.spec.image_size, "stem": tc.stem, "batch_size": self.batch,
                        "seed": tc.seed, "val_fraction": tc.val_fraction, "optimizer": tc.optimizer,
-                       "arch": self.spec.arch, "init": settings.model.init}
+                       "arch": self.spec.arch, "init": settings.model.init, "fixed_stages": len(fixed)}
         self.state = RunState(run=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         self.start_epoch = 0
         if len(data.train_rows) < SMALL_SET or total < SHORT_RUN:
@@ -255,7 +260,7 @@ class Trainer:
         st, data = self.state, self.data
         info = {
             "trainer": "imagerec.train (SimCLR)", "init": self.settings.model.init, "epochs": entry.epoch,
-            "image_size": self.spec.image_size,
+            "image_size": self.spec.image_size, "fixed_stages": len(self.model.fixed),
             "stem": self.spec.stem, "dataset_size": len(data.train_rows) + len(data.val_rows),
             "train_images": len(data.train_rows), "val_images": len(data.val_rows),
             "best_metric": st.best["metric"], "best_value": st.best["value"],
@@ -289,6 +294,16 @@ def training_spec(settings: TrainSettings) -> ModelSpec:
         raise TrainError(f"train.stem: {settings.train.stem!r} is not a stem of {arch.name} (it has {list(arch.stems)}); "
                          f"fix it in {settings.where}")
     return arch.spec(settings.image_size, settings.train.stem)
+
+
+def fixed_stages(settings: TrainSettings, backbone: torch.nn.Module) -> tuple[list[torch.nn.Module], int]:
+    """The backbone's leading stages this run keeps fixed (all but ``trainable_stages``), and its stage count."""
+    trainable = settings.trainable_stages
+    split = architecture(settings.model.arch).stages
+    if trainable is None or split is None:  # every built-in architecture (the ones a config can name) has a split
+        return [], 0
+    stages = split(backbone)
+    return stages[:max(len(stages) - trainable, 0)], len(stages)
 
 
 def augment_settings(tc: TrainConfig) -> AugmentSettings:

@@ -13,6 +13,7 @@ from imagerec.layout import Layout
 
 SCRATCH_EPOCHS = 100
 FINE_TUNE_EPOCHS = 5
+FINE_TUNE_TRAINABLE_STAGES = 2  # from pretrained weights only the last stages adapt (and steps are cheaper)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ class TrainSettings:
     def epochs(self) -> int:
         """``train.epochs``, else the recipe's: 100 from scratch, 5 when fine-tuning."""
         return self.train.epochs or (FINE_TUNE_EPOCHS if self.fine_tuning else SCRATCH_EPOCHS)
+
+    @property
+    def trainable_stages(self) -> int | None:
+        """``train.trainable_stages``, else the recipe's: None (every stage) from scratch, 2 when fine-tuning."""
+        if self.train.trainable_stages is not None:
+            return self.train.trainable_stages
+        return FINE_TUNE_TRAINABLE_STAGES if self.fine_tuning else None
 
     def load_settings(self) -> loading.LoadSettings:
         """How the cache decodes: the index's allow-list and pixel limit, at the training input size."""

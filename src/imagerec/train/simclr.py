@@ -7,7 +7,7 @@ embedding model file holds the backbone, whose output (512-d for ResNet-18) is t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,17 @@ class SimCLRModel:
     memory_format: torch.memory_format
     mean: torch.Tensor  # (1, 3, 1, 1) on device, inputs in [0, 1]
     std: torch.Tensor
+    fixed: nn.ModuleList = field(default_factory=nn.ModuleList)  # backbone stages that are not trained
+
+    def keep_fixed(self, stages: list[nn.Module]) -> None:
+        """Train none of ``stages`` (the backbone's first ones): no gradients, batch-norm statistics frozen."""
+        self.fixed = nn.ModuleList(stages)
+        self.fixed.requires_grad_(False)
+        self.fixed.eval()
+
+    def trainable(self) -> list[nn.Parameter]:
+        """The parameters the optimiser updates: the backbone's unfixed stages and the head."""
+        return [p for module in (self.backbone, self.head) for p in module.parameters() if p.requires_grad]
 
     def to_unit(self, images: torch.Tensor) -> torch.Tensor:
         """Uint8 NHWC (CPU) → float NCHW in [0, 1] on the device."""
@@ -99,9 +110,10 @@ class SimCLRModel:
         return self.loss_fn(z1, z2)
 
     def train(self, mode: bool = True) -> None:
-        """Training (or eval) mode for backbone and head."""
+        """Training (or eval) mode for backbone and head; fixed stages always evaluate."""
         self.backbone.train(mode)
         self.head.train(mode)
+        self.fixed.eval()
 
 
 def build_simclr(spec: ModelSpec, augment: AugmentSettings, temperature: float, device: torch.device,

@@ -102,3 +102,47 @@ def test_build_simclr_takes_the_backbone_from_the_registry_and_makes_two_views()
     with torch.no_grad(), model.autocast():
         loss = model.pair_loss(model.head(model.backbone(views)))
     assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("arch_name, count", [("resnet18", 5), ("efficientnet_lite0", 9)])
+def test_stages_split_every_backbone_parameter_once_in_input_order(arch_name, count):
+    from imagerec.embed.base import architecture
+
+    arch = architecture(arch_name)
+    backbone = arch.build(arch.spec(32))
+    stages = arch.stages(backbone)
+    assert len(stages) == count
+    seen = [id(p) for stage in stages for p in stage.parameters()]
+    assert sorted(seen) == sorted(id(p) for p in backbone.parameters())  # each parameter in exactly one stage
+    order: list[int] = []
+    hooks = [part.register_forward_hook(lambda module, args, out, i=i: order.append(i))
+             for i, stage in enumerate(stages) for part in (stage if isinstance(stage, torch.nn.ModuleList) else [stage])]
+    backbone.eval()(torch.randn(2, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    assert order == sorted(order) and set(order) == set(range(count))  # the input passes the stages in list order
+
+
+def test_fixed_stages_get_no_gradient_and_keep_their_batch_norm_statistics():
+    from imagerec.embed.base import ModelSpec, architecture
+    from imagerec.train.augment import AugmentSettings
+    from imagerec.train.simclr import build_simclr
+
+    spec = ModelSpec(image_size=32)
+    model = build_simclr(spec, AugmentSettings(), temperature=0.5, device=torch.device("cpu"), channels_last=False)
+    stages = architecture("resnet18").stages(model.backbone)
+    model.keep_fixed(stages[:3])
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    model.train()
+    assert model.backbone.layer4.training and not model.backbone.layer2.training and not model.backbone.bn1.training
+    optimiser = torch.optim.SGD(model.trainable(), lr=0.5)
+    views = model.two_views(model.to_unit(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)),
+                            torch.Generator().manual_seed(0))
+    model.pair_loss(model.head(model.backbone(views))).backward()
+    optimiser.step()
+    after = model.backbone.state_dict()
+    fixed = ("conv1.", "bn1.", "layer1.", "layer2.")
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith(fixed))  # running stats included
+    assert not torch.equal(after["layer4.1.conv2.weight"], before["layer4.1.conv2.weight"])
+    assert not torch.equal(after["layer3.0.bn1.running_mean"], before["layer3.0.bn1.running_mean"])
+    assert {id(p) for p in model.trainable()}.isdisjoint(id(p) for s in stages[:3] for p in s.parameters())

@@ -37,15 +37,15 @@ def test_batches_never_exceed_the_request_or_the_set_and_drop_less_than_one_per_
 
 def test_lr_scaling_weight_decay_defaults_and_groups():
     assert peak_lr("sgd", None, 512) == pytest.approx(0.3) and peak_lr("adamw", 2e-3, 128) == pytest.approx(1e-3)
-    assert peak_lr("sgd", None, 256, fine_tuning=True) == pytest.approx(0.015)  # a tenth from pretrained weights
+    assert peak_lr("sgd", None, 256, fine_tuning=True) == pytest.approx(0.06)  # 0.4 of it from pretrained weights
     assert peak_lr("sgd", 0.05, 256, fine_tuning=True) == pytest.approx(0.05)  # a given lr is taken as it is
     assert weight_decay("sgd", None) == 1e-4 and weight_decay("adamw", None) == 0.05 and weight_decay("sgd", 0.0) == 0.0
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    opt = make_optimizer("sgd", [net], lr=0.1, weight_decay=1e-4)
+    opt = make_optimizer("sgd", list(net.parameters()), lr=0.1, weight_decay=1e-4)
     decay, no_decay = opt.param_groups
     assert [p.shape for p in decay["params"]] == [(4, 3, 3, 3)] and decay["weight_decay"] == 1e-4
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0  # conv bias, bn weight, bn bias
-    assert isinstance(opt, torch.optim.SGD) and isinstance(make_optimizer("adamw", [net], 0.1, 0.05), torch.optim.AdamW)
+    assert isinstance(opt, torch.optim.SGD) and isinstance(make_optimizer("adamw", list(net.parameters()), 0.1, 0.05), torch.optim.AdamW)
 
 
 def test_split_rows_is_seeded_disjoint_and_keeps_at_least_two():
