@@ -218,6 +218,8 @@ class ModelConfig(_Section):
     )
     input_size: int | None = Field(default=None, ge=32, le=1024,
                                    description="Input size in px; null = the architecture's (224 efficientnet_lite0, 96 resnet18).")
+    embed_size: int | None = Field(default=None, ge=16, le=1024,
+                                   description="Input size in px when embedding with a trained model file; null = the size it was trained at.")
 
     @property
     def size(self) -> int:

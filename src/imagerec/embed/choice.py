@@ -26,11 +26,12 @@ class ModelChoice:
     input_size: int
     inference: str = "torch"  # CPU engine: "auto" / "onnx" (ONNX Runtime) or "torch"
     cache_dir: Path | None = None  # where exported ONNX graphs are kept
+    embed_size: int | None = None  # a trained model file embeds at this size (None: its training size)
 
     @classmethod
     def from_config(cls, config: Config) -> "ModelChoice":
         m, layout = config.model, config.output.layout
-        return cls(layout.model, m.arch, m.init, m.size, config.runtime.inference, layout.cache_dir)
+        return cls(layout.model, m.arch, m.init, m.size, config.runtime.inference, layout.cache_dir, m.embed_size)
 
     @property
     def pretrained(self) -> bool:
@@ -45,7 +46,8 @@ class ModelChoice:
     def describe(self) -> str:
         """What embeds images, in words (for notes and ``status``)."""
         if self.model_path.exists():
-            return f"the model file {self.model_path}"
+            at = f" at {self.embed_size} px" if self.embed_size else ""
+            return f"the model file {self.model_path}{at}"
         if self.init == "imagenet":
             return f"the pretrained {self.arch} (ImageNet weights, {self.input_size} px)"
         return f"no model yet (model.init: random; 'train-embeddings' writes {self.model_path})"
@@ -55,7 +57,7 @@ class ModelChoice:
         from imagerec.embed.files import load_model, pretrained_model
 
         if self.model_path.exists():
-            return load_model(self.model_path)
+            return load_model(self.model_path, embed_size=self.embed_size)
         if self.init == "imagenet":
             return pretrained_model(self.arch, self.input_size)
         return None

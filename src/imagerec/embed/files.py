@@ -26,7 +26,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -193,14 +193,19 @@ def load_tagged_payload(path: Path, fmt: str, max_version: int, error: type[Imag
     return payload
 
 
-def load_model(path: Path) -> EmbeddingModel:
-    """Load and verify a model file; raises ``ModelFileError`` with what to do on any problem."""
+def load_model(path: Path, embed_size: int | None = None) -> EmbeddingModel:
+    """Load and verify a model file; raises ``ModelFileError`` with what to do on any problem.
+
+    ``embed_size`` feeds the network inputs of that size instead of the size it was trained at: the
+    weights are the file's, the spec (and so the model id) says the new size.
+    """
     path = Path(path)
     payload = load_tagged_payload(path, MODEL_FORMAT, FORMAT_VERSION, ModelFileError, "model file", _HINT)
     _check_model_fields(path, payload)
     try:
         spec = ModelSpec.from_dict(payload["spec"])
-        backbone = architecture(spec.arch).build(spec)
+        embed_spec = replace(spec, image_size=embed_size) if embed_size else spec
+        backbone = architecture(spec.arch).build(embed_spec)
         backbone.load_state_dict(payload["state_dict"], strict=True)
     except ModelFileError as exc:  # an architecture this imagerec does not know
         raise ModelFileError(f"{path}: {exc}; {_HINT}") from None
@@ -211,7 +216,9 @@ def load_model(path: Path) -> EmbeddingModel:
         raise ModelFileError(f"{path}: model id check failed (file altered or damaged); {_HINT}")
     check_checksum(payload, lambda reason: ModelFileError(f"{path}: {reason}; {_HINT}"))
     backbone.eval()
-    return EmbeddingModel(spec, model_id, backbone, dict(payload.get("info", {})))
+    if embed_spec != spec:  # another input size: another model as far as the stored embeddings go
+        model_id = compute_model_id(embed_spec, payload["state_dict"])
+    return EmbeddingModel(embed_spec, model_id, backbone, dict(payload.get("info", {})))
 
 
 _MODEL_FIELDS = {"spec": dict, "state_dict": dict, "model_id": str, "info": dict}

@@ -140,6 +140,26 @@ def test_round_trip_gives_identical_embeddings_and_id(tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_embed_size_feeds_the_same_weights_larger_inputs_under_a_new_id(model_files, embedder, tmp_path):
+    folder, ids = model_files
+    larger = load_model(folder / "a.pt", embed_size=2 * SIZE)
+    assert larger.spec.image_size == 2 * SIZE and larger.model_id not in ids.values()
+    assert larger.model_id == compute_model_id(larger.spec, larger.backbone.state_dict())
+    assert load_model(folder / "a.pt", embed_size=SIZE).model_id == ids["a"]  # its own size: the file's id
+    for name, tensor in embedder.model.backbone.state_dict().items():
+        assert torch.equal(tensor, larger.backbone.state_dict()[name]), name
+    at_double = TorchEmbedder(larger, torch.device("cpu"))
+    assert at_double.input_size == 2 * SIZE and at_double.preprocess.input_size == 2 * SIZE
+    images = _images(2, seed=3, size=2 * SIZE)
+    small = images[:, ::2, ::2]  # the same pictures at the training size: close, not equal, embeddings
+    cosine = (at_double.embed(images) * embedder.embed(np.ascontiguousarray(small))).sum(axis=1)
+    assert at_double.embed(images).shape == (2, embedder.dim) and (cosine < 0.9999).all()
+    damaged = torch.load(folder / "a.pt", weights_only=True)
+    damaged["model_id"] = "0" * 16
+    with pytest.raises(ModelFileError, match="model id check failed"):
+        load_model(_save_payload(tmp_path, damaged), embed_size=2 * SIZE)  # checked against the file's own spec
+
+
 def test_write_random_model_reload_gives_identical_embeddings(model_files, embedder):
     folder, ids = model_files
     images = _images(2, seed=5)
