@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,20 +22,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CALTECH = REPO.parent / "shared" / "data" / "caltech101"
-EXCLUDED = "BACKGROUND_Google"
+sys.path.insert(0, str(REPO / "bench"))
 
-
-def log(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def imagerec(config: Path, *args: str) -> str:
-    command = [sys.executable, "-m", "imagerec", "--config", str(config), *args]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command[2:])} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
+from bench_pretrained import imagerec, log, split_list  # noqa: E402
 
 
 def output_dir(config: Path) -> Path:
@@ -46,8 +34,7 @@ def output_dir(config: Path) -> Path:
 
 def write_test_labels(path: Path) -> Path:
     """The test split's paths without BACKGROUND_Google, one per line, at ``path``."""
-    rows = [p for p in (CALTECH / "test.txt").read_text().split() if not p.startswith(EXCLUDED + "/")]
-    path.write_text("\n".join(rows) + "\n")
+    path.write_text("\n".join(split_list("test.txt")) + "\n")
     return path
 
 
