@@ -99,13 +99,13 @@ def model_only_rates(size: int, files: list[Path], batch: int, threads: int) -> 
         return {name: embed_rate(embedder.embed, inputs, batch) for name, embedder in engines.items()}
 
 
-def query_p50_ms(config_path: Path, images: list[Path]) -> float:
+def query_p50_ms(config, images: list[Path]) -> float:
     """Median wall time of ``query --image`` (decode, embed, ANN, re-rank) with the model loaded, in-process,
-    for images outside the collection (so each one is really embedded)."""
+    for images outside the collection (so each one is really embedded). ``config``: a file or a ``Config``."""
     from imagerec.config import load_config
     from imagerec.search.recommender import Recommender
 
-    with Recommender(load_config(config_path)) as rec:
+    with Recommender(config if not isinstance(config, Path) else load_config(config)) as rec:
         rec.embedder  # noqa: B018 - load the model outside the timing
         rec.search(images=[images[0]], top_k=10)
         times = []

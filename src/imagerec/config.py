@@ -171,6 +171,14 @@ class QueryConfig(_Section):
     candidates_per_k: int = Field(default=10, ge=1, le=1000, description="... and at least this many per requested result.")
     color_measure: Literal["bhattacharyya", "intersection"] = "bhattacharyya"
     near_duplicate_max_bits: int = Field(default=4, ge=0, le=64, description="dHash Hamming distance counted as near-duplicate.")
+    same_photo_top: int = Field(
+        default=5, ge=0, le=100,
+        description="The best fused candidates checked for being the query's own photo (cropped, rescaled, re-encoded); 0: off.",
+    )
+    same_photo_min_correlation: float = Field(
+        default=0.95, ge=0.0, le=1.0,
+        description="Thumbnail correlation at which a checked candidate counts as the same photo: it moves first, marked near-duplicate.",
+    )
     hash_candidates_max_bits: int | None = Field(
         default=8, ge=0, le=32,
         description="Images within this dHash distance of a query join the candidates (None: ANN candidates only).",
@@ -268,7 +276,7 @@ class WebConfig(_Section):
     port: int = Field(default=8765, ge=0, le=65535, description="TCP port (0 = any free port).")
     max_upload_bytes: int = Field(default=20_000_000, ge=1024, description="Largest upload request body; larger ones are refused (413) while streaming.")
     max_upload_images: int = Field(default=8, ge=1, le=100, description="Most query images in one upload search.")
-    thumbnail_sizes: tuple[int, ...] = Field(default=(128, 256, 512), min_length=1, description="Thumbnail sizes (longest side, px) the server makes.")
+    thumbnail_sizes: tuple[int, ...] = Field(default=(128, 256, 512), min_length=1, description="Thumbnail sizes (longest side, px) the server makes and caches; query's same-photo check reads the smallest of at least 96.")
 
 
 class Config(_Section):

@@ -320,3 +320,31 @@ def test_a_re_encoded_copy_is_found_with_a_single_ann_candidate(tmp_path, tiny_m
     no_hash = config.model_copy(update={"query": config.query.model_copy(update={"hash_candidates_max_bits": None})})
     with Recommender(no_hash) as rec:
         assert rec.hash_candidates([rec.image_by_id(original_id)], limit=10) == set()
+
+
+def test_a_cropped_copy_finds_its_photo_first_even_when_the_fused_score_prefers_another(tmp_path, tiny_model_file):
+    """Colour weight only, and a decoy holding exactly the crop's pixels upside down: the decoy has the best
+    fused score; the same-photo tier puts the cropped photo's original first, marked near-duplicate."""
+    root = tmp_path / "photos"
+    (root / "ketch").mkdir(parents=True)
+    for source in sorted((SAMPLE_DIR / "ketch").glob("*.jpg"))[:8]:
+        shutil.copy(source, root / "ketch" / source.name)
+    original = sorted((root / "ketch").iterdir())[0]
+    with Image.open(original) as img:
+        w, h = img.size
+        crop = img.convert("RGB").crop((w // 10, h // 10, w - w // 10, h - h // 10))
+    crop.save(tmp_path / "crop.png")
+    crop.transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(root / "decoy.png")  # the crop's very colours
+    colour_only = ["--w-embedding", "0", "--w-color", "1", "--w-dhash", "0", "--top-k", "3", "--json"]
+    answers = {}
+    for top in (5, 0):
+        collection = write_collection_config(tmp_path / f"top{top}", root, tiny_model_file, query={"same_photo_top": top})
+        index_and_build(collection)
+        result = run_cli(collection.config_path, "query", "--image", str(tmp_path / "crop.png"), *colour_only)
+        assert result.returncode == 0, result.stderr
+        answers[top] = json.loads(result.stdout)
+    checked, plain = answers[5], answers[0]
+    assert plain[0]["relpath"] == "decoy.png" and plain[0]["match"] is None and not plain[0]["near_duplicate"]
+    assert checked[0]["relpath"] == f"ketch/{original.name}" and checked[0]["near_duplicate"]
+    assert checked[0]["match"] >= 0.96 and checked[1]["relpath"] == "decoy.png" and checked[1]["match"] < 0.5
+    assert [r["relpath"] for r in plain[:2]] == ["decoy.png", f"ketch/{original.name}"]

@@ -8,7 +8,8 @@ original is ranked first / in the top 5:
 
 * embedding, color, dhash, fused: exhaustive exact ranking of every image by that score (fused =
   configured weights), ties to the smaller id as in ``query``;
-* query: what a user gets: ``Recommender.query`` (ANN candidates + re-rank with the configured weights).
+* query: what a user gets: ``Recommender.query`` (ANN candidates + re-rank with the configured weights +
+  the same-photo tier, ``query.same_photo_*``).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class NearDuplicateReport:
             "images": self.images, "copies": self.copies, "seed": self.seed, "weights": self.weights.as_dict(),
             "edits": self.accuracy, "edit_descriptions": {e.name: e.description for e in EDITS},
             "method": {"embedding/color/dhash/fused": "exhaustive exact ranking of every image",
-                       "query": "Recommender.query: ANN candidates + re-rank (what 'query --image' returns)"},
+                       "query": "Recommender.query: ANN candidates + re-rank + same-photo tier (what 'query --image' returns)"},
             "skipped": list(self.skipped), "elapsed_s": round(self.elapsed_s, 3)}}
 
 
@@ -226,7 +227,7 @@ def format_near_duplicates(report: NearDuplicateReport, markdown: bool = False) 
     w = report.weights
     head = (f"near-duplicates: {report.images} images x {len(EDITS)} edits = {report.copies} copies (seed {report.seed}); "
             f"top-1 / top-5 accuracy of finding the original; embedding/color/dhash/fused: exhaustive ranking, "
-            f"query: ANN + re-rank as 'query --image'; weights {w.embedding:.2f}/{w.color:.2f}/{w.dhash:.2f}")
+            f"query: ANN + re-rank + same-photo tier as 'query --image'; weights {w.embedding:.2f}/{w.color:.2f}/{w.dhash:.2f}")
     rows = [[edit, *(f"{report.accuracy[edit][s]['top1']:.3f} / {report.accuracy[edit][s]['top5']:.3f}" for s in SIGNALS)]
             for edit in report.accuracy]
     lines = [head, ""] if markdown else [head]

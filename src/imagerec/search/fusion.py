@@ -80,6 +80,7 @@ class QueryImage:
     rel_path: bytes | None = None  # relative to image_root, for collection images
     file_path: str | None = None  # file the query was read from, if any
     source: str = "stored"  # "stored" (features from SQLite) or "decoded"
+    thumbnail: np.ndarray | None = None  # grey thumbnail (match.grey_thumbnail) of a decoded query image
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from imagerec.data.features import HistogramSpec, color_histogram, decode_min_si
 from imagerec.errors import ImageLoadError
 from imagerec.errors import QueryError
 from imagerec.search.fusion import QueryImage
+from imagerec.search.match import grey_thumbnail
 from imagerec.store import Store
 
 
@@ -78,7 +79,8 @@ def decode_query_image(path: Path, rules: DecodeRules, embedder, rel: bytes | No
     t2 = time.perf_counter()
     vector = embedder.embed(np.stack([pixels]))[0]  # a fresh writable batch, as the indexer builds it
     t3 = time.perf_counter()
-    query = QueryImage(str(path), vector, histogram, hash_value, None, rel, str(path), "decoded")
+    query = QueryImage(str(path), vector, histogram, hash_value, None, rel, str(path), "decoded",
+                       grey_thumbnail(loaded.image))
     return query, {"decode": t1 - t0, "features": t2 - t1, "embed": t3 - t2}
 
 

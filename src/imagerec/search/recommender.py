@@ -3,7 +3,8 @@
     query images (ids, files) ─▶ candidates (candidates.py: ANN + dHash neighbours + rows newer than the index)
       ─▶ features from SQLite ─▶ embeddings into the collection's space (space.py: blended with the whitened
       cosine when build-ann fitted a whitening) ─▶ fusion.score_candidates (embedding, colour, dHash; averaged
-      over the query images) ─▶ weighted sum ─▶ query images excluded (unless include_query) ─▶ top k
+      over the query images) ─▶ weighted sum ─▶ query images excluded (unless include_query)
+      ─▶ same-photo tier (verify.py: the query's own photo, cropped or re-encoded, moved first) ─▶ top k
 
 A ``Recommender`` is request-safe: any number of threads may call ``search``/``query`` at once. Each
 call reads one snapshot of the store through its thread's own read-only connection, per-request
@@ -32,6 +33,7 @@ from imagerec.embed.choice import ModelChoice
 from imagerec.search.fusion import QueryImage, Scores, Weights, score_candidates
 from imagerec.search.query_images import DecodeRules, decode_query_image, image_by_id, stored_query_image
 from imagerec.search.space import EmbeddingSpace
+from imagerec.search.verify import SamePhotoSettings, SamePhotoTier
 from imagerec.store import FeatureRows, Store, StoreReaders
 from imagerec.store.records import absolute_path, display_path
 from imagerec.vectors import unit_rows
@@ -55,6 +57,7 @@ class SearchSettings:
     color_measure: str
     near_duplicate_max_bits: int
     decode: DecodeRules
+    same_photo: SamePhotoSettings
 
     @classmethod
     def from_config(cls, config: Config) -> "SearchSettings":
@@ -66,6 +69,9 @@ class SearchSettings:
             candidates=CandidateSettings(q.candidates, q.candidates_per_k, q.hash_candidates_max_bits),
             color_measure=q.color_measure, near_duplicate_max_bits=q.near_duplicate_max_bits,
             decode=DecodeRules(config.index.formats, config.index.max_image_pixels, HistogramSpec(h.space, h.bins)),
+            same_photo=SamePhotoSettings(q.same_photo_top, q.same_photo_min_correlation, Path(config.data.image_root),
+                                         config.output.layout.thumbs_dir, config.index.formats,
+                                         config.index.max_image_pixels, config.web.thumbnail_sizes),
         )
 
     def weights_for(self, model_init: str | None) -> Weights:
@@ -86,11 +92,13 @@ class Result:
     score: float
     scores: Mapping[str, float]
     hamming: int  # smallest dHash distance to any query image
-    near_duplicate: bool
+    near_duplicate: bool  # within query.near_duplicate_max_bits, or the same photo by thumbnail
+    match: float | None = None  # thumbnail correlation with the query, for the candidates the same-photo tier checked
 
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "id": self.id, "path": self.path, "relpath": self.relpath, "score": self.score,
-                "scores": dict(self.scores), "hamming": self.hamming, "near_duplicate": self.near_duplicate}
+                "scores": dict(self.scores), "hamming": self.hamming, "near_duplicate": self.near_duplicate,
+                "match": self.match}
 
 
 @dataclass
@@ -138,6 +146,7 @@ class Recommender(Closing):
         self.ann = ann
         _one_query_per_thread()
         self._candidates = CandidateSource(ann, self.model_id, self.settings.candidates)
+        self._same_photo = SamePhotoTier(self.settings.same_photo)
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
 
@@ -236,10 +245,11 @@ class Recommender(Closing):
             t2 = time.perf_counter()
             scores = self.score(queries, rows)
             fused = scores.fused(weights)
-            order = np.lexsort((rows.ids, -fused))[:top_k]
-            results = [self._result(r + 1, rows, i, scores, fused) for r, i in enumerate(order)]
             t3 = time.perf_counter()
-        timings.update({"fetch": t2 - t1, "rerank": t3 - t2})
+            order, matches = self._same_photo.reorder(queries, np.lexsort((rows.ids, -fused)), rows.ids, rows.paths)
+            t4 = time.perf_counter()
+            results = [self._result(r + 1, rows, i, scores, fused, matches.get(i)) for r, i in enumerate(order[:top_k])]
+        timings.update({"fetch": t2 - t1, "rerank": t3 - t2, "same_photo": t4 - t3})
         return QueryResponse(list(queries), results, weights, len(rows), version, notices + stale_notices, timings)
 
     def score(self, queries: Sequence[QueryImage], rows: FeatureRows) -> Scores:
@@ -262,13 +272,15 @@ class Recommender(Closing):
                     ids.add(stored_id)
         return ids
 
-    def _result(self, rank: int, rows, i: int, scores: Scores, fused: np.ndarray) -> Result:
+    def _result(self, rank: int, rows, i: int, scores: Scores, fused: np.ndarray, match: float | None) -> Result:
         rel = rows.paths[i]
+        same_photo = match is not None and match >= self.settings.same_photo.min_correlation
         return Result(
             rank=rank, id=int(rows.ids[i]), path=display_path(absolute_path(self.settings.image_root, rel)),
             relpath=display_path(rel), rel_path=rel, score=float(fused[i]),
             scores={"embedding": float(scores.embedding[i]), "color": float(scores.color[i]), "dhash": float(scores.dhash[i])},
-            hamming=int(scores.hamming[i]), near_duplicate=bool(scores.hamming[i] <= self.settings.near_duplicate_max_bits),
+            hamming=int(scores.hamming[i]),
+            near_duplicate=same_photo or bool(scores.hamming[i] <= self.settings.near_duplicate_max_bits), match=match,
         )
 
 

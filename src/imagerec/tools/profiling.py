@@ -2,7 +2,7 @@
 
 * ``--mode query``: opens the collection (store, ANN index, model when needed) once, then runs the
   query ``repeat`` times; stages: decode, features, embed (external images only), ann_search,
-  stale_merge, fetch (SQLite), rerank.
+  stale_merge, fetch (SQLite), rerank, same_photo.
 * ``--mode index``: takes the first ``limit`` images of the scan and runs them through the indexer's
   own ``decode_job``, embed step and writer in this process (an inline ``LocalExecutor``), into a
   scratch database under ``output.dir/cache`` so the collection is not touched; stages: decode,

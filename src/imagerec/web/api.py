@@ -96,7 +96,7 @@ def _weights(rec, w_embedding, w_color, w_dhash) -> Weights:
 
 def _answer(response, k: int) -> dict[str, Any]:
     results = [{"rank": r.rank, "id": r.id, "path": r.relpath, "score": r.score, "scores": dict(r.scores),
-                "hamming": r.hamming, "near_duplicate": r.near_duplicate} for r in response.results]
+                "hamming": r.hamming, "near_duplicate": r.near_duplicate, "match": r.match} for r in response.results]
     return {"queries": [q.label for q in response.queries], "k": k, "weights": response.weights.as_dict(),
             "results": results, "notices": response.notices, "data_version": response.data_version,
             "candidates": response.candidates, "timings": response.timings}

@@ -17,7 +17,7 @@ from pathlib import Path
 from imagerec.errors import StoreError
 from imagerec.search.fusion import QueryImage
 from imagerec.store import StoreReaders
-from imagerec.web.thumbnails import Thumbnails
+from imagerec.data.thumbnails import Thumbnails
 
 UPLOAD_CACHE = 64  # uploaded query images kept (features only) so sliders re-rank without re-uploading
 

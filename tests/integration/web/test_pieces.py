@@ -6,7 +6,7 @@ import pytest
 
 from imagerec.cli.serve_command import is_loopback
 from imagerec.web.catalog import NotFound, folders, page, parse_id
-from imagerec.web.thumbnails import Thumbnails
+from imagerec.data.thumbnails import Thumbnails
 
 
 @pytest.mark.parametrize("raw", ["", "-1", "+1", "1e3", "٣", "0x10", " 1", "9223372036854775808", "1" * 30])

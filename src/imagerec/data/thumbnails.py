@@ -1,6 +1,7 @@
 """Thumbnails made on demand, cached on disk under ``output.dir/cache/thumbs/`` by id + size + file mtime.
 
-Nothing is thumbnailed up front: a 550k collection costs only the thumbnails somebody looked at. A
+Nothing is thumbnailed up front: a 550k collection costs only the thumbnails somebody looked at (in
+``serve``) or that ``query``'s same-photo check compared. A
 file that changed gets a new key (its mtime is in the name), so a stale thumbnail is never served.
 The original is decoded with the safe loader ``index`` uses (allow-list, pixel limit, JPEG draft).
 """
