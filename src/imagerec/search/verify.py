@@ -37,7 +37,7 @@ class SamePhotoSettings:
     thumbs_dir: Path  # the collection's thumbnail cache
     formats: tuple[str, ...]  # the index's allow-list and pixel limit
     max_pixels: int
-    cached_sizes: tuple[int, ...]  # serve.thumbnail_sizes: the tier reads the smallest that covers THUMB_SIDE
+    cached_sizes: tuple[int, ...]  # web.thumbnail_sizes: the tier reads the smallest that covers THUMB_SIDE
 
 
 class SamePhotoTier:
