@@ -46,8 +46,7 @@ def test_ids(config: Config, count: int) -> list[tuple[int, str]]:
     """(id, class) of ``count`` seeded test-split photos of the collection."""
     wanted = set(split_list("test.txt"))
     with Recommender(config) as rec:
-        ids, paths = rec.store.embedding_ids(rec.model_id), []
-        rows = rec.store.get_features(ids.tolist(), rec.model_id)
+        rows = rec.store.get_features(rec.store.embedding_ids(rec.model_id).tolist(), rec.model_id)
         paths = [(int(i), p.decode()) for i, p in zip(rows.ids, rows.paths) if p.decode() in wanted]
     picked = np.random.default_rng(0).choice(len(paths), size=min(count, len(paths)), replace=False)
     return [(paths[i][0], paths[i][1].split("/")[0]) for i in sorted(picked)]

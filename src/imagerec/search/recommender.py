@@ -27,6 +27,7 @@ import numpy as np
 from imagerec.closing import Closing
 from imagerec.config import Config
 from imagerec.data.features import HistogramSpec
+from imagerec.data.thumbnails import Thumbnails
 from imagerec.search.candidates import CandidateSettings, CandidateSource
 from imagerec.errors import QueryError
 from imagerec.embed.choice import ModelChoice
@@ -58,6 +59,8 @@ class SearchSettings:
     near_duplicate_max_bits: int
     decode: DecodeRules
     same_photo: SamePhotoSettings
+    thumbs_dir: Path  # the collection's thumbnail cache (shared with serve)
+    thumbnail_sizes: tuple[int, ...]
 
     @classmethod
     def from_config(cls, config: Config) -> "SearchSettings":
@@ -69,10 +72,13 @@ class SearchSettings:
             candidates=CandidateSettings(q.candidates, q.candidates_per_k, q.hash_candidates_max_bits),
             color_measure=q.color_measure, near_duplicate_max_bits=q.near_duplicate_max_bits,
             decode=DecodeRules(config.index.formats, config.index.max_image_pixels, HistogramSpec(h.space, h.bins)),
-            same_photo=SamePhotoSettings(q.same_photo_top, q.same_photo_min_correlation, Path(config.data.image_root),
-                                         config.output.layout.thumbs_dir, config.index.formats,
-                                         config.index.max_image_pixels, config.web.thumbnail_sizes),
+            same_photo=SamePhotoSettings(q.same_photo_top, q.same_photo_min_correlation),
+            thumbs_dir=config.output.layout.thumbs_dir, thumbnail_sizes=config.web.thumbnail_sizes,
         )
+
+    def thumbnails(self) -> Thumbnails:
+        """The collection's thumbnail cache, decoding with the index's allow-list and pixel limit."""
+        return Thumbnails(self.thumbs_dir, self.decode.formats, self.decode.max_pixels, self.thumbnail_sizes)
 
     def weights_for(self, model_init: str | None) -> Weights:
         """Fusion weights for a collection whose model started from ``model_init`` ("imagenet"/"random"; None:
@@ -146,7 +152,8 @@ class Recommender(Closing):
         self.ann = ann
         _one_query_per_thread()
         self._candidates = CandidateSource(ann, self.model_id, self.settings.candidates)
-        self._same_photo = SamePhotoTier(self.settings.same_photo)
+        s = self.settings
+        self._same_photo = SamePhotoTier(s.same_photo, s.image_root, s.thumbnails())
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
 

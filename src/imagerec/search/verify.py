@@ -5,8 +5,8 @@ because the fused score measures likeness, not identity. For the ``top`` best fu
 query's grey thumbnail is looked for inside the candidate's (``match.match_correlation``); candidates
 reaching ``min_correlation`` move to the front, best match first, and the others keep their fused order.
 Candidate thumbnails come from the collection's on-disk thumbnail cache (``output.dir/cache/thumbs/``,
-shared with ``serve``), so a large photo is decoded once, not on every query; where the cache cannot be
-written the file is decoded directly, and a file that is gone or unreadable is simply not checked.
+shared with ``serve``), so a large photo is decoded once, not on every query; a file that is gone or
+unreadable is simply not checked.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from imagerec.data import loading
 from imagerec.data.thumbnails import Thumbnails
 from imagerec.errors import ImageLoadError
 from imagerec.search.fusion import QueryImage
@@ -33,31 +31,25 @@ class SamePhotoSettings:
 
     top: int
     min_correlation: float
-    image_root: Path
-    thumbs_dir: Path  # the collection's thumbnail cache
-    formats: tuple[str, ...]  # the index's allow-list and pixel limit
-    max_pixels: int
-    cached_sizes: tuple[int, ...]  # web.thumbnail_sizes: the tier reads the smallest that covers THUMB_SIDE
 
 
 class SamePhotoTier:
-    """Re-orders a fused ranking's head; holds no per-request state."""
+    """Re-orders a fused ranking's head; holds no per-request state.
 
-    def __init__(self, settings: SamePhotoSettings):
+    ``thumbnails`` is the collection's thumbnail cache; the tier reads its smallest size covering ``THUMB_SIDE``.
+    """
+
+    def __init__(self, settings: SamePhotoSettings, image_root: Path, thumbnails: Thumbnails):
         self.settings = settings
-        self._cache = Thumbnails(settings.thumbs_dir, settings.formats, settings.max_pixels, settings.cached_sizes)
-        self._direct = loading.LoadSettings(settings.formats, settings.max_pixels, THUMB_SIDE)
+        self.image_root = image_root
+        self._thumbnails = thumbnails
+        self._size = thumbnails.size_for(THUMB_SIDE)
 
     def thumbnail(self, image_id: int, rel_path: bytes) -> np.ndarray | None:
         """The grey thumbnail of collection image ``image_id`` (file ``rel_path``), or None when it cannot be read now."""
-        source = Path(os.fsdecode(absolute_path(self.settings.image_root, rel_path)))
+        source = Path(os.fsdecode(absolute_path(self.image_root, rel_path)))
         try:
-            try:
-                cached = self._cache.get(image_id, source, self._cache.size_for(THUMB_SIDE))
-                with Image.open(cached.path) as image:
-                    return grey_thumbnail(image)
-            except OSError:  # the cache cannot be written (read-only output dir, full disk): decode directly
-                return grey_thumbnail(loading.load_path(source, self._direct).image)
+            return grey_thumbnail(self._thumbnails.image(image_id, source, self._size))
         except (ImageLoadError, OSError):
             return None
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imagerec.data.thumbnails import Thumbnails
 from imagerec.search.fusion import QueryImage
 from imagerec.search.match import grey_thumbnail
 from imagerec.search.verify import SamePhotoSettings, SamePhotoTier
@@ -34,7 +35,8 @@ IDS = np.arange(100, 106)  # the candidates' image ids
 
 def _tier(root: Path, top: int = 3, least: float = 0.96, cache: Path | None = None) -> SamePhotoTier:
     cache = cache or root.parent / "thumbs"
-    return SamePhotoTier(SamePhotoSettings(top, least, root, cache, ("JPEG", "PNG"), 10**8, (128, 256)))
+    thumbnails = Thumbnails(cache, ("JPEG", "PNG"), 10**8, (128, 256))
+    return SamePhotoTier(SamePhotoSettings(top, least), root, thumbnails)
 
 
 def _cropped_query(path: Path, rel: bytes | None = None) -> QueryImage:
